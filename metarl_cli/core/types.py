@@ -1,0 +1,39 @@
+"""Records passed between the sampler, the algorithms and the evaluation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+
+@dataclass(frozen=True)
+class EpisodeBatch:
+    """Episodes of N tasks x R rollouts x T steps, on the policy's device.
+
+    ``mask`` is 1 for the steps an episode really took and 0 after it terminated, so every
+    per-step quantity is summed or averaged with it.
+    """
+
+    tasks: list[Any]
+    obs: torch.Tensor  # (N, R, T, obs_dim)
+    actions: torch.Tensor  # (N, R, T, act_dim) or (N, R, T) for discrete actions
+    rewards: torch.Tensor  # (N, R, T)
+    mask: torch.Tensor  # (N, R, T)
+    log_probs: torch.Tensor  # (N, R, T), under the policy that collected the batch
+
+    @property
+    def num_steps(self) -> int:
+        """Environment steps actually taken (terminated episodes stop counting)."""
+        return int(self.mask.sum().item())
+
+    def episode_returns(self) -> torch.Tensor:
+        """Undiscounted return of every episode, (N, R)."""
+        return (self.rewards * self.mask).sum(-1)
+
+    def task(self, i: int) -> EpisodeBatch:
+        """The episodes of task i, keeping a task axis of length 1."""
+        s = slice(i, i + 1)
+        return EpisodeBatch([self.tasks[i]], self.obs[s], self.actions[s], self.rewards[s],
+                            self.mask[s], self.log_probs[s])

@@ -1,0 +1,87 @@
+"""The task-family interface shared by every environment, and the generic batched path.
+
+A task family is a gymnasium environment with two extra methods, ``sample_tasks(n, rng)`` and
+``set_task(task)``. Its batched form holds B environments (one task each, tasks repeated for
+several rollouts) and steps them together; families without a fast batched form are batched by
+:class:`SerialBatch`, which steps ordinary single environments one after another.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol, runtime_checkable
+
+import gymnasium as gym
+import numpy as np
+
+
+@runtime_checkable
+class TaskEnv(Protocol):
+    """A gymnasium environment whose task can be sampled and set."""
+
+    observation_space: gym.Space
+    action_space: gym.Space
+
+    def sample_tasks(self, n: int, rng: np.random.Generator) -> list[Any]: ...
+
+    def set_task(self, task: Any) -> None: ...
+
+
+class BatchedEnv(Protocol):
+    """B environments stepped together; arrays carry the batch on their first axis.
+
+    ``step`` returns (observations, rewards, terminated). Time limits are the sampler's business:
+    it runs a fixed horizon and masks the steps after a termination.
+    """
+
+    observation_space: gym.Space
+    action_space: gym.Space
+
+    def sample_tasks(self, n: int, rng: np.random.Generator) -> list[Any]: ...
+
+    def set_tasks(self, tasks: Sequence[Any]) -> None: ...
+
+    def reset(self, rng: np.random.Generator) -> np.ndarray: ...
+
+    def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
+
+
+def check_positive(name: str, value: float) -> None:
+    """Refuse a size, count or scale that must be > 0, naming the parameter."""
+    if not value > 0:
+        raise ValueError(f"{name} must be > 0, got {value}")
+
+
+class SerialBatch:
+    """Batched form of any :class:`TaskEnv`: B single environments stepped one after another.
+
+    Reset randomness is drawn from the ``rng`` passed to :meth:`reset`, one seed per environment,
+    so a run is repeatable and numpy's global generator is never touched.
+    """
+
+    def __init__(self, make_env: Callable[[], TaskEnv]) -> None:
+        self._make_env = make_env
+        self._envs: list[TaskEnv] = [make_env()]
+        self.observation_space = self._envs[0].observation_space
+        self.action_space = self._envs[0].action_space
+
+    def sample_tasks(self, n: int, rng: np.random.Generator) -> list[Any]:
+        return self._envs[0].sample_tasks(n, rng)
+
+    def set_tasks(self, tasks: Sequence[Any]) -> None:
+        while len(self._envs) < len(tasks):
+            self._envs.append(self._make_env())
+        self._active = self._envs[: len(tasks)]
+        for env, task in zip(self._active, tasks, strict=True):
+            env.set_task(task)
+
+    def reset(self, rng: np.random.Generator) -> np.ndarray:
+        seeds = rng.integers(0, 2**31 - 1, size=len(self._active))
+        return np.stack([env.reset(seed=int(s))[0] for env, s in zip(self._active, seeds, strict=True)])
+
+    def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        results = [env.step(a) for env, a in zip(self._active, actions, strict=True)]
+        obs = np.stack([r[0] for r in results])
+        rewards = np.array([r[1] for r in results], dtype=np.float64)
+        terminated = np.array([r[2] for r in results], dtype=bool)
+        return obs, rewards, terminated

@@ -1,0 +1,600 @@
+"""Locomotion task families on gymnasium's MuJoCo robots (Finn et al., ICML 2017, section 5.3).
+
+Five families, each a single gymnasium environment and a batched form:
+
+- HalfCheetahVel: run at a target velocity v* ~ U[0, 2]; reward -|v_x - v*| - 0.05‖a‖².
+- HalfCheetahDir: run forward or backward, d ∈ {-1, +1}; reward d·v_x - 0.05‖a‖².
+- AntVel: v* ~ U[0, 3]; reward -|v_x - v*| + 1 - 0.005‖a‖² - 0.0005‖clip(cfrc_ext)‖² + 0.05.
+- AntDir: d ∈ {-1, +1}; reward d·v_x - (same ant costs) + 0.05.
+- AntGoal: goal uniform in a disk of radius 3 (Rothfuss et al., 2019, ProMP; Rakelly et al., 2019,
+  PEARL); reward -‖xy - goal‖₁ - (same ant costs) + 0.05.
+
+The single environments subclass gymnasium's ``HalfCheetah-v5`` and ``Ant-v5``, so the model XML,
+frame skip (5), reset distribution and observation (17 and 105 dimensions, the ant's including
+the clipped external contact forces) are gymnasium's own; only ``step`` is ours, because the
+reward and termination belong to the task family. The batched forms load the same XML into one
+``MjModel``, hold one ``MjData`` per environment, step the physics in threads (MuJoCo releases the
+GIL) and compute observations, rewards and terminations in NumPy over the whole batch. Both forms
+call the same reward functions below, and the tests check that they agree step for step.
+
+Choices that differ from gymnasium or are not fixed by the papers:
+
+- Actions are clipped to the action space before they reach the physics, and the control cost
+  is computed on the clipped action. (Gymnasium passes the raw action, which MuJoCo clamps
+  itself, and charges the control cost on the raw action; an unbounded Gaussian policy could
+  then be punished for actions that have no effect.)
+- Cost weights follow MAML, not gymnasium (ctrl 0.05 for the cheetah where gymnasium uses 0.1;
+  0.005 for the ant where gymnasium uses 0.5).
+- The ant's survive reward is a constant, as in MAML's code, also on the step that terminates
+  (gymnasium pays its healthy reward only while healthy). AntVel's +1 offset is MAML's.
+- Velocities are measured the way gymnasium measures them: for the cheetah from ``qpos[0]`` (the
+  torso's slide joint), for the ant from the torso body's ``xpos``, which MuJoCo leaves from the
+  forward pass of the last physics substep, so it trails ``qpos`` by one substep (0.01 s).
+  AntGoal's distance uses the same torso ``xpos``, as ProMP's and PEARL's code do.
+- The ant's contact cost uses ``cfrc_ext[1:]`` (the world body's entry is always zero, so this
+  equals gymnasium's sum over all bodies), after ``mj_rnePostConstraint`` as gymnasium calls it.
+- The ant terminates when the torso height leaves ``healthy_z_range`` or the state is not finite;
+  the cheetah never terminates. Time limits (horizon 200) are the registration's or the sampler's.
+- Until ``set_task`` is called, a single environment holds a fixed task (the first task drawn
+  with seed 0), so it also works as a plain gymnasium environment.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import mujoco
+import numpy as np
+from gymnasium import utils
+from gymnasium.envs.mujoco.ant_v5 import AntEnv
+from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
+
+from metarl_cli.envs.base import check_positive
+from metarl_cli.envs.point_nav import GoalTask
+
+# MAML's AntVel adds a constant 1 to the velocity-tracking term (on top of the survive reward).
+ANT_VEL_OFFSET = 1.0
+
+
+@dataclass(frozen=True)
+class VelocityTask:
+    velocity: float
+
+
+@dataclass(frozen=True)
+class DirectionTask:
+    direction: float
+
+
+Task = VelocityTask | DirectionTask | GoalTask
+# One row of numbers per task, the form in which the reward functions read it.
+_TARGET: dict[type, Callable[[Any], tuple[float, ...]]] = {
+    VelocityTask: lambda t: (t.velocity,),
+    DirectionTask: lambda t: (t.direction,),
+    GoalTask: lambda t: tuple(t.goal),
+}
+
+
+# ---------------------------------------------------------------- parameter checks
+
+
+def _check_nonnegative(name: str, value: float) -> float:
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"{name} must be a finite number >= 0, got {value}")
+    return float(value)
+
+
+def _check_finite(name: str, value: float) -> float:
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value}")
+    return float(value)
+
+
+def _check_range(name: str, value: Sequence[float]) -> tuple[float, float]:
+    if len(value) != 2 or not (math.isfinite(value[0]) and math.isfinite(value[1])
+                               and value[0] < value[1]):
+        raise ValueError(f"{name} must be (low, high) with finite low < high, got {value}")
+    return float(value[0]), float(value[1])
+
+
+def _check_num_threads(num_threads: int | None) -> int:
+    if num_threads is None:
+        return os.cpu_count() or 1
+    if not isinstance(num_threads, int):
+        raise ValueError(f"num_threads must be an int or None, got {num_threads!r}")
+    check_positive("num_threads", num_threads)
+    return num_threads
+
+
+# ---------------------------------------------------------------- task distributions
+
+
+def sample_velocity_tasks(n: int, rng: np.random.Generator, velocity_range: tuple[float, float]
+                          ) -> list[VelocityTask]:
+    """Target velocities uniform in ``velocity_range``."""
+    return [VelocityTask(float(v)) for v in rng.uniform(*velocity_range, size=n)]
+
+
+def sample_direction_tasks(n: int, rng: np.random.Generator) -> list[DirectionTask]:
+    """Directions -1 or +1, each with probability 1/2."""
+    return [DirectionTask(float(d)) for d in 2 * rng.integers(0, 2, size=n) - 1]
+
+
+def sample_disk_goals(n: int, rng: np.random.Generator, goal_radius: float) -> list[GoalTask]:
+    """Goals uniform in area over a disk (radius = R·sqrt(u)), as in ProMP's and PEARL's AntGoal."""
+    u = rng.random((n, 2))
+    r, angle = goal_radius * np.sqrt(u[:, 0]), 2 * np.pi * u[:, 1]
+    xs, ys = r * np.cos(angle), r * np.sin(angle)
+    return [GoalTask((float(x), float(y))) for x, y in zip(xs, ys, strict=True)]
+
+
+def task_targets(tasks: Sequence[Task], task_type: type) -> np.ndarray:
+    """The tasks as an array (len(tasks), k); refuses a task of another family."""
+    for task in tasks:
+        if not isinstance(task, task_type):
+            raise TypeError(f"expected a {task_type.__name__}, got {task!r}")
+    return np.array([_TARGET[task_type](t) for t in tasks], dtype=np.float64)
+
+
+# ---------------------------------------------------------------- rewards (any leading batch shape)
+# Positions are (..., k) arrays, targets (..., k) task rows; each returns the task's reward term.
+
+
+def velocity_term(before: np.ndarray, after: np.ndarray, dt: float, target: np.ndarray
+                  ) -> np.ndarray:
+    """-|v_x - v*|, v_x the forward velocity over the step."""
+    return -np.abs((after[..., 0] - before[..., 0]) / dt - target[..., 0])
+
+
+def ant_velocity_term(before: np.ndarray, after: np.ndarray, dt: float, target: np.ndarray
+                      ) -> np.ndarray:
+    """MAML's AntVel term: -|v_x - v*| + 1."""
+    return velocity_term(before, after, dt, target) + ANT_VEL_OFFSET
+
+
+def direction_term(before: np.ndarray, after: np.ndarray, dt: float, target: np.ndarray
+                   ) -> np.ndarray:
+    """d·v_x: forward velocity in the task's direction."""
+    return target[..., 0] * (after[..., 0] - before[..., 0]) / dt
+
+
+def goal_term(before: np.ndarray, after: np.ndarray, dt: float, target: np.ndarray) -> np.ndarray:
+    """-‖xy - goal‖₁ after the step."""
+    return -np.abs(after - target).sum(axis=-1)
+
+
+def ctrl_cost(actions: np.ndarray, weight: float) -> np.ndarray:
+    return weight * np.square(actions).sum(axis=-1)
+
+
+def contact_cost(cfrc_ext: np.ndarray, weight: float, force_range: tuple[float, float]
+                 ) -> np.ndarray:
+    """weight·‖clip(cfrc_ext[1:])‖² over the bodies (body 0 is the world) of (..., nbody, 6)."""
+    clipped = np.clip(cfrc_ext[..., 1:, :], *force_range)
+    return weight * np.square(clipped).sum(axis=(-2, -1))
+
+
+def ant_terminated(qpos: np.ndarray, qvel: np.ndarray, healthy_z_range: tuple[float, float]
+                   ) -> np.ndarray:
+    """The torso height left ``healthy_z_range`` or the state is not finite."""
+    finite = np.isfinite(qpos).all(axis=-1) & np.isfinite(qvel).all(axis=-1)
+    z = qpos[..., 2]
+    return ~(finite & (z >= healthy_z_range[0]) & (z <= healthy_z_range[1]))
+
+
+def cheetah_obs(qpos: np.ndarray, qvel: np.ndarray) -> np.ndarray:
+    """HalfCheetah-v5's default observation for a batch: qpos without x, then qvel."""
+    return np.concatenate([qpos[..., 1:], qvel], axis=-1)
+
+
+def ant_obs(qpos: np.ndarray, qvel: np.ndarray, cfrc_ext: np.ndarray,
+            force_range: tuple[float, float]) -> np.ndarray:
+    """Ant-v5's default observation for a batch: qpos without xy, qvel, clipped cfrc_ext[1:]."""
+    forces = np.clip(cfrc_ext[..., 1:, :], *force_range)
+    return np.concatenate([qpos[..., 2:], qvel, forces.reshape(*forces.shape[:-2], -1)], axis=-1)
+
+
+# ---------------------------------------------------------------- single environments
+
+
+class _TaskStep:
+    """The task API and ``step`` shared by both robots (mixed in before the gymnasium class).
+
+    The robot class supplies ``_position``, ``_reward_terminated`` and ``_batch_obs``, each
+    vectorised so that the batched form calls the very same code; the family class supplies
+    ``_task_type``, ``_task_term`` and ``sample_tasks``.
+    """
+
+    _task_type: ClassVar[type]
+    _task_term: ClassVar[Callable[..., np.ndarray]]
+    uses_contacts: ClassVar[bool]
+    data: mujoco.MjData
+    frame_skip: int
+    dt: float
+
+    def _init_task(self) -> None:
+        bounds = self.action_space
+        self._act_low = bounds.low.astype(np.float64)
+        self._act_high = bounds.high.astype(np.float64)
+        self.set_task(self.sample_tasks(1, np.random.default_rng(0))[0])
+
+    def sample_tasks(self, n: int, rng: np.random.Generator) -> list[Any]:
+        raise NotImplementedError
+
+    def set_task(self, task: Task) -> None:
+        self._target = task_targets([task], self._task_type)[0]
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        action = np.clip(np.asarray(action, dtype=np.float64), self._act_low, self._act_high)
+        before = self._position(self.data.qpos, self.data.xpos).copy()
+        self.do_simulation(action, self.frame_skip)
+        after = self._position(self.data.qpos, self.data.xpos).copy()
+        term = self._task_term(before, after, self.dt, self._target)
+        reward, terminated = self._reward_terminated(term, action, self.data.qpos,
+                                                     self.data.qvel, self.data.cfrc_ext)
+        info = {"position": after, "x_velocity": float((after[0] - before[0]) / self.dt)}
+        return self._get_obs(), float(reward), bool(terminated), False, info
+
+
+class _CheetahTaskEnv(_TaskStep, HalfCheetahEnv):
+    """HalfCheetah-v5's model, reset and observation; the reward is the task family's."""
+
+    uses_contacts = False
+
+    def __init__(self, ctrl_cost_weight: float, reset_noise_scale: float,
+                 render_mode: str | None) -> None:
+        self.ctrl_cost_weight = _check_nonnegative("ctrl_cost_weight", ctrl_cost_weight)
+        self.reset_noise_scale = _check_nonnegative("reset_noise_scale", reset_noise_scale)
+        HalfCheetahEnv.__init__(self, ctrl_cost_weight=self.ctrl_cost_weight,
+                                reset_noise_scale=self.reset_noise_scale, render_mode=render_mode)
+        self._init_task()
+
+    def _position(self, qpos: np.ndarray, xpos: np.ndarray) -> np.ndarray:
+        return qpos[..., :1]  # the torso's slide joint, as HalfCheetah-v5 measures it
+
+    def _reward_terminated(self, term: np.ndarray, actions: np.ndarray, qpos: np.ndarray,
+                           qvel: np.ndarray, cfrc_ext: np.ndarray
+                           ) -> tuple[np.ndarray, np.ndarray]:
+        reward = term - ctrl_cost(actions, self.ctrl_cost_weight)
+        return reward, np.zeros(np.shape(reward), dtype=bool)
+
+    def _batch_obs(self, qpos: np.ndarray, qvel: np.ndarray, cfrc_ext: np.ndarray) -> np.ndarray:
+        return cheetah_obs(qpos, qvel)
+
+
+class _AntTaskEnv(_TaskStep, AntEnv):
+    """Ant-v5's model, reset and observation; reward and termination are the task family's."""
+
+    uses_contacts = True
+
+    def __init__(self, ctrl_cost_weight: float, contact_cost_weight: float,
+                 survive_reward: float, healthy_z_range: tuple[float, float],
+                 contact_force_range: tuple[float, float], reset_noise_scale: float,
+                 render_mode: str | None) -> None:
+        self.ctrl_cost_weight = _check_nonnegative("ctrl_cost_weight", ctrl_cost_weight)
+        self.contact_cost_weight = _check_nonnegative("contact_cost_weight", contact_cost_weight)
+        self.survive_reward = _check_finite("survive_reward", survive_reward)
+        self.healthy_z_range = _check_range("healthy_z_range", healthy_z_range)
+        self.contact_force_range = _check_range("contact_force_range", contact_force_range)
+        self.reset_noise_scale = _check_nonnegative("reset_noise_scale", reset_noise_scale)
+        AntEnv.__init__(self, ctrl_cost_weight=self.ctrl_cost_weight,
+                        contact_cost_weight=self.contact_cost_weight,
+                        healthy_reward=self.survive_reward, healthy_z_range=self.healthy_z_range,
+                        contact_force_range=self.contact_force_range,
+                        reset_noise_scale=self.reset_noise_scale, render_mode=render_mode)
+        self._torso = self.model.body("torso").id  # Ant-v5's main body
+        self._init_task()
+
+    def _position(self, qpos: np.ndarray, xpos: np.ndarray) -> np.ndarray:
+        return xpos[..., self._torso, :2]
+
+    def _reward_terminated(self, term: np.ndarray, actions: np.ndarray, qpos: np.ndarray,
+                           qvel: np.ndarray, cfrc_ext: np.ndarray
+                           ) -> tuple[np.ndarray, np.ndarray]:
+        reward = (term + self.survive_reward - ctrl_cost(actions, self.ctrl_cost_weight)
+                  - contact_cost(cfrc_ext, self.contact_cost_weight, self.contact_force_range))
+        return reward, ant_terminated(qpos, qvel, self.healthy_z_range)
+
+    def _batch_obs(self, qpos: np.ndarray, qvel: np.ndarray, cfrc_ext: np.ndarray) -> np.ndarray:
+        return ant_obs(qpos, qvel, cfrc_ext, self.contact_force_range)
+
+
+class HalfCheetahVelEnv(_CheetahTaskEnv):
+    """HalfCheetahVel (MAML 2017): track a target forward velocity; ``metarl/HalfCheetahVel-v0``."""
+
+    _task_type = VelocityTask
+    _task_term = staticmethod(velocity_term)
+
+    def __init__(self, velocity_range: tuple[float, float] = (0.0, 2.0),
+                 ctrl_cost_weight: float = 0.05, reset_noise_scale: float = 0.1,
+                 render_mode: str | None = None) -> None:
+        self.velocity_range = _check_range("velocity_range", velocity_range)
+        super().__init__(ctrl_cost_weight, reset_noise_scale, render_mode)
+        utils.EzPickle.__init__(self, velocity_range, ctrl_cost_weight, reset_noise_scale,
+                                render_mode)
+
+    def sample_tasks(self, n: int, rng: np.random.Generator) -> list[VelocityTask]:
+        return sample_velocity_tasks(n, rng, self.velocity_range)
+
+
+class HalfCheetahDirEnv(_CheetahTaskEnv):
+    """HalfCheetahDir (MAML 2017): run forward or backward; ``metarl/HalfCheetahDir-v0``."""
+
+    _task_type = DirectionTask
+    _task_term = staticmethod(direction_term)
+
+    def __init__(self, ctrl_cost_weight: float = 0.05, reset_noise_scale: float = 0.1,
+                 render_mode: str | None = None) -> None:
+        super().__init__(ctrl_cost_weight, reset_noise_scale, render_mode)
+        utils.EzPickle.__init__(self, ctrl_cost_weight, reset_noise_scale, render_mode)
+
+    def sample_tasks(self, n: int, rng: np.random.Generator) -> list[DirectionTask]:
+        return sample_direction_tasks(n, rng)
+
+
+class AntVelEnv(_AntTaskEnv):
+    """AntVel (MAML 2017): track a target forward velocity; ``metarl/AntVel-v0``."""
+
+    _task_type = VelocityTask
+    _task_term = staticmethod(ant_velocity_term)
+
+    def __init__(self, velocity_range: tuple[float, float] = (0.0, 3.0),
+                 ctrl_cost_weight: float = 0.005, contact_cost_weight: float = 5e-4,
+                 survive_reward: float = 0.05, healthy_z_range: tuple[float, float] = (0.2, 1.0),
+                 contact_force_range: tuple[float, float] = (-1.0, 1.0),
+                 reset_noise_scale: float = 0.1, render_mode: str | None = None) -> None:
+        self.velocity_range = _check_range("velocity_range", velocity_range)
+        super().__init__(ctrl_cost_weight, contact_cost_weight, survive_reward, healthy_z_range,
+                         contact_force_range, reset_noise_scale, render_mode)
+        utils.EzPickle.__init__(self, velocity_range, ctrl_cost_weight, contact_cost_weight,
+                                survive_reward, healthy_z_range, contact_force_range,
+                                reset_noise_scale, render_mode)
+
+    def sample_tasks(self, n: int, rng: np.random.Generator) -> list[VelocityTask]:
+        return sample_velocity_tasks(n, rng, self.velocity_range)
+
+
+class AntDirEnv(_AntTaskEnv):
+    """AntDir (MAML 2017): walk forward or backward along x; ``metarl/AntDir-v0``."""
+
+    _task_type = DirectionTask
+    _task_term = staticmethod(direction_term)
+
+    def __init__(self, ctrl_cost_weight: float = 0.005, contact_cost_weight: float = 5e-4,
+                 survive_reward: float = 0.05, healthy_z_range: tuple[float, float] = (0.2, 1.0),
+                 contact_force_range: tuple[float, float] = (-1.0, 1.0),
+                 reset_noise_scale: float = 0.1, render_mode: str | None = None) -> None:
+        super().__init__(ctrl_cost_weight, contact_cost_weight, survive_reward, healthy_z_range,
+                         contact_force_range, reset_noise_scale, render_mode)
+        utils.EzPickle.__init__(self, ctrl_cost_weight, contact_cost_weight, survive_reward,
+                                healthy_z_range, contact_force_range, reset_noise_scale,
+                                render_mode)
+
+    def sample_tasks(self, n: int, rng: np.random.Generator) -> list[DirectionTask]:
+        return sample_direction_tasks(n, rng)
+
+
+class AntGoalEnv(_AntTaskEnv):
+    """AntGoal (ProMP 2019, PEARL 2019): walk to a goal in a disk; ``metarl/AntGoal-v0``."""
+
+    _task_type = GoalTask
+    _task_term = staticmethod(goal_term)
+
+    def __init__(self, goal_radius: float = 3.0, ctrl_cost_weight: float = 0.005,
+                 contact_cost_weight: float = 5e-4, survive_reward: float = 0.05,
+                 healthy_z_range: tuple[float, float] = (0.2, 1.0),
+                 contact_force_range: tuple[float, float] = (-1.0, 1.0),
+                 reset_noise_scale: float = 0.1, render_mode: str | None = None) -> None:
+        check_positive("goal_radius", goal_radius)
+        self.goal_radius = _check_finite("goal_radius", goal_radius)
+        super().__init__(ctrl_cost_weight, contact_cost_weight, survive_reward, healthy_z_range,
+                         contact_force_range, reset_noise_scale, render_mode)
+        utils.EzPickle.__init__(self, goal_radius, ctrl_cost_weight, contact_cost_weight,
+                                survive_reward, healthy_z_range, contact_force_range,
+                                reset_noise_scale, render_mode)
+
+    def sample_tasks(self, n: int, rng: np.random.Generator) -> list[GoalTask]:
+        return sample_disk_goals(n, rng, self.goal_radius)
+
+
+# ---------------------------------------------------------------- batched physics
+
+
+class MujocoBatch:
+    """B ``MjData`` of one model, stepped in threads, their state gathered into arrays.
+
+    The arrays ``qpos`` (B, nq), ``qvel`` (B, nv), ``xpos`` (B, nbody, 3) and, when
+    ``contacts`` is set, ``cfrc_ext`` (B, nbody, 6; otherwise (B, 0, 6)) are preallocated and
+    overwritten after each reset and step. Each thread steps a contiguous slice of the batch.
+    """
+
+    def __init__(self, xml_path: str, frame_skip: int, contacts: bool,
+                 num_threads: int | None = None) -> None:
+        check_positive("frame_skip", frame_skip)
+        self.model = mujoco.MjModel.from_xml_path(xml_path)
+        self.frame_skip = frame_skip
+        self.contacts = contacts
+        self.num_threads = _check_num_threads(num_threads)
+        self._datas: list[mujoco.MjData] = []
+        self._pool: ThreadPoolExecutor | None = None
+        self.resize(0)
+
+    def resize(self, batch_size: int) -> None:
+        """Use the first ``batch_size`` data (created when more are needed); reallocate arrays."""
+        m = self.model
+        while len(self._datas) < batch_size:
+            self._datas.append(mujoco.MjData(m))
+        self._views = [(d, d.ctrl, d.qpos, d.qvel, d.xpos, d.cfrc_ext)
+                       for d in self._datas[:batch_size]]
+        self.qpos = np.zeros((batch_size, m.nq))
+        self.qvel = np.zeros((batch_size, m.nv))
+        self.xpos = np.zeros((batch_size, m.nbody, 3))
+        self.cfrc_ext = np.zeros((batch_size, m.nbody if self.contacts else 0, 6))
+        n = min(self.num_threads, batch_size)
+        self._slices = [(i * batch_size // n, (i + 1) * batch_size // n) for i in range(n)]
+
+    def reset(self, qpos: np.ndarray, qvel: np.ndarray) -> None:
+        """Reset every data as gymnasium does: mj_resetData, set qpos/qvel, mj_forward."""
+        for i, (d, _, d_qpos, d_qvel, d_xpos, d_cfrc) in enumerate(self._views):
+            mujoco.mj_resetData(self.model, d)
+            d_qpos[:] = qpos[i]
+            d_qvel[:] = qvel[i]
+            mujoco.mj_forward(self.model, d)
+            self._gather(i, d_qpos, d_qvel, d_xpos, d_cfrc)
+
+    def step(self, ctrl: np.ndarray) -> None:
+        """Write ``ctrl`` (B, nu) and advance every data by ``frame_skip`` physics steps."""
+        if len(self._slices) <= 1:
+            for start, stop in self._slices:
+                self._step_slice(start, stop, ctrl)
+            return
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.num_threads, thread_name_prefix="mujoco")
+        futures = [self._pool.submit(self._step_slice, start, stop, ctrl)
+                   for start, stop in self._slices]
+        for future in futures:
+            future.result()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
+
+    def _step_slice(self, start: int, stop: int, ctrl: np.ndarray) -> None:
+        m, nstep, contacts = self.model, self.frame_skip, self.contacts
+        for i in range(start, stop):
+            d, d_ctrl, d_qpos, d_qvel, d_xpos, d_cfrc = self._views[i]
+            d_ctrl[:] = ctrl[i]
+            mujoco.mj_step(m, d, nstep)
+            if contacts:  # gymnasium computes cfrc_ext after every step
+                mujoco.mj_rnePostConstraint(m, d)
+            self._gather(i, d_qpos, d_qvel, d_xpos, d_cfrc)
+
+    def _gather(self, i: int, d_qpos: np.ndarray, d_qvel: np.ndarray, d_xpos: np.ndarray,
+                d_cfrc: np.ndarray) -> None:
+        self.qpos[i] = d_qpos
+        self.qvel[i] = d_qvel
+        self.xpos[i] = d_xpos
+        if self.contacts:
+            self.cfrc_ext[i] = d_cfrc
+
+
+# ---------------------------------------------------------------- batched families
+
+
+class _BatchedFamily:
+    """The batched form of a single family environment: same model, reset and reward code."""
+
+    def __init__(self, single: _CheetahTaskEnv | _AntTaskEnv, num_threads: int | None) -> None:
+        self._single = single
+        self.observation_space = single.observation_space
+        self.action_space = single.action_space
+        self._physics = MujocoBatch(single.fullpath, single.frame_skip, single.uses_contacts,
+                                    num_threads)
+        self._targets: np.ndarray | None = None
+
+    @property
+    def num_threads(self) -> int:
+        return self._physics.num_threads
+
+    def sample_tasks(self, n: int, rng: np.random.Generator) -> list[Any]:
+        return self._single.sample_tasks(n, rng)
+
+    def set_tasks(self, tasks: Sequence[Task]) -> None:
+        """One environment per task; the batch size becomes ``len(tasks)``."""
+        if len(tasks) == 0:
+            raise ValueError("tasks must hold at least one task")
+        self._targets = task_targets(tasks, self._single._task_type)
+        if len(tasks) != self._physics.qpos.shape[0]:
+            self._physics.resize(len(tasks))
+
+    def reset(self, rng: np.random.Generator) -> np.ndarray:
+        """Gymnasium's reset distribution, drawn from ``rng``: qpos + U(-s, s), qvel + s·N(0, 1)."""
+        if self._targets is None:
+            raise RuntimeError("call set_tasks before reset")
+        single, phys = self._single, self._physics
+        b, s = len(self._targets), single.reset_noise_scale
+        qpos = single.init_qpos + rng.uniform(-s, s, size=(b, phys.model.nq))
+        qvel = single.init_qvel + s * rng.standard_normal((b, phys.model.nv))
+        phys.reset(qpos, qvel)
+        return single._batch_obs(phys.qpos, phys.qvel, phys.cfrc_ext)
+
+    def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        single, phys = self._single, self._physics
+        actions = np.asarray(actions, dtype=np.float64)
+        expected = (phys.qpos.shape[0], phys.model.nu)
+        if actions.shape != expected:
+            raise ValueError(f"actions must have shape {expected}, got {actions.shape}")
+        actions = np.clip(actions, single._act_low, single._act_high)
+        before = single._position(phys.qpos, phys.xpos).copy()
+        phys.step(actions)
+        term = single._task_term(before, single._position(phys.qpos, phys.xpos), single.dt,
+                                 self._targets)
+        reward, terminated = single._reward_terminated(term, actions, phys.qpos, phys.qvel,
+                                                       phys.cfrc_ext)
+        return single._batch_obs(phys.qpos, phys.qvel, phys.cfrc_ext), reward, terminated
+
+    def close(self) -> None:
+        self._physics.close()
+        self._single.close()
+
+
+class BatchedHalfCheetahVel(_BatchedFamily):
+    """B HalfCheetahVel environments stepped together (see :class:`HalfCheetahVelEnv`)."""
+
+    def __init__(self, velocity_range: tuple[float, float] = (0.0, 2.0),
+                 ctrl_cost_weight: float = 0.05, reset_noise_scale: float = 0.1,
+                 num_threads: int | None = None) -> None:
+        super().__init__(HalfCheetahVelEnv(velocity_range, ctrl_cost_weight, reset_noise_scale),
+                         num_threads)
+
+
+class BatchedHalfCheetahDir(_BatchedFamily):
+    """B HalfCheetahDir environments stepped together (see :class:`HalfCheetahDirEnv`)."""
+
+    def __init__(self, ctrl_cost_weight: float = 0.05, reset_noise_scale: float = 0.1,
+                 num_threads: int | None = None) -> None:
+        super().__init__(HalfCheetahDirEnv(ctrl_cost_weight, reset_noise_scale), num_threads)
+
+
+class BatchedAntVel(_BatchedFamily):
+    """B AntVel environments stepped together (see :class:`AntVelEnv`)."""
+
+    def __init__(self, velocity_range: tuple[float, float] = (0.0, 3.0),
+                 ctrl_cost_weight: float = 0.005, contact_cost_weight: float = 5e-4,
+                 survive_reward: float = 0.05, healthy_z_range: tuple[float, float] = (0.2, 1.0),
+                 contact_force_range: tuple[float, float] = (-1.0, 1.0),
+                 reset_noise_scale: float = 0.1, num_threads: int | None = None) -> None:
+        super().__init__(AntVelEnv(velocity_range, ctrl_cost_weight, contact_cost_weight,
+                                   survive_reward, healthy_z_range, contact_force_range,
+                                   reset_noise_scale), num_threads)
+
+
+class BatchedAntDir(_BatchedFamily):
+    """B AntDir environments stepped together (see :class:`AntDirEnv`)."""
+
+    def __init__(self, ctrl_cost_weight: float = 0.005, contact_cost_weight: float = 5e-4,
+                 survive_reward: float = 0.05, healthy_z_range: tuple[float, float] = (0.2, 1.0),
+                 contact_force_range: tuple[float, float] = (-1.0, 1.0),
+                 reset_noise_scale: float = 0.1, num_threads: int | None = None) -> None:
+        super().__init__(AntDirEnv(ctrl_cost_weight, contact_cost_weight, survive_reward,
+                                   healthy_z_range, contact_force_range, reset_noise_scale),
+                         num_threads)
+
+
+class BatchedAntGoal(_BatchedFamily):
+    """B AntGoal environments stepped together (see :class:`AntGoalEnv`)."""
+
+    def __init__(self, goal_radius: float = 3.0, ctrl_cost_weight: float = 0.005,
+                 contact_cost_weight: float = 5e-4, survive_reward: float = 0.05,
+                 healthy_z_range: tuple[float, float] = (0.2, 1.0),
+                 contact_force_range: tuple[float, float] = (-1.0, 1.0),
+                 reset_noise_scale: float = 0.1, num_threads: int | None = None) -> None:
+        super().__init__(AntGoalEnv(goal_radius, ctrl_cost_weight, contact_cost_weight,
+                                    survive_reward, healthy_z_range, contact_force_range,
+                                    reset_noise_scale), num_threads)

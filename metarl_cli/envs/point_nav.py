@@ -1,0 +1,97 @@
+"""2D navigation (Finn et al., ICML 2017, section 5.2).
+
+A point starts at the origin and moves by its action, clipped to [-max_step, max_step]^2. The
+reward after each move is the negative Euclidean distance to the task's goal, goals are uniform in
+[-goal_range, goal_range]^2, and the episode ends once both coordinates are within `tolerance`
+of the goal. The observation is the position.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from metarl_cli.envs.base import check_positive
+
+
+@dataclass(frozen=True)
+class GoalTask:
+    goal: tuple[float, float]
+
+
+def _sample_goals(n: int, rng: np.random.Generator, goal_range: float) -> list[GoalTask]:
+    goals = rng.uniform(-goal_range, goal_range, size=(n, 2))
+    return [GoalTask(goal=(float(x), float(y))) for x, y in goals]
+
+
+def _move(pos: np.ndarray, action: np.ndarray, goal: np.ndarray, max_step: float, tolerance: float
+          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One step for any batch shape: new position, reward, terminated."""
+    pos = pos + np.clip(action, -max_step, max_step)
+    delta = pos - goal
+    reward = -np.linalg.norm(delta, axis=-1)
+    terminated = np.all(np.abs(delta) < tolerance, axis=-1)
+    return pos, reward, terminated
+
+
+class PointNavEnv(gym.Env):
+    """Single-environment form, registered as ``metarl/PointNav-v0``."""
+
+    def __init__(self, goal_range: float = 0.5, max_step: float = 0.1, tolerance: float = 0.01
+                 ) -> None:
+        for name, value in [("goal_range", goal_range), ("max_step", max_step),
+                            ("tolerance", tolerance)]:
+            check_positive(name, value)
+        self.goal_range, self.max_step, self.tolerance = goal_range, max_step, tolerance
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, shape=(2,), dtype=np.float64)
+        self.action_space = gym.spaces.Box(-max_step, max_step, shape=(2,), dtype=np.float64)
+        self._goal = np.zeros(2)
+        self._pos = np.zeros(2)
+
+    def sample_tasks(self, n: int, rng: np.random.Generator) -> list[GoalTask]:
+        return _sample_goals(n, rng, self.goal_range)
+
+    def set_task(self, task: GoalTask) -> None:
+        self._goal = np.asarray(task.goal, dtype=np.float64)
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None
+              ) -> tuple[np.ndarray, dict[str, Any]]:
+        super().reset(seed=seed)
+        self._pos = np.zeros(2)
+        return self._pos.copy(), {}
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        self._pos, reward, terminated = _move(self._pos, np.asarray(action, dtype=np.float64),
+                                              self._goal, self.max_step, self.tolerance)
+        return self._pos.copy(), float(reward), bool(terminated), False, {}
+
+
+class BatchedPointNav:
+    """B point robots stepped as one NumPy array."""
+
+    def __init__(self, goal_range: float = 0.5, max_step: float = 0.1, tolerance: float = 0.01
+                 ) -> None:
+        self._single = PointNavEnv(goal_range, max_step, tolerance)
+        self.observation_space = self._single.observation_space
+        self.action_space = self._single.action_space
+        self._goals = np.zeros((0, 2))
+        self._pos = np.zeros((0, 2))
+
+    def sample_tasks(self, n: int, rng: np.random.Generator) -> list[GoalTask]:
+        return self._single.sample_tasks(n, rng)
+
+    def set_tasks(self, tasks: Sequence[GoalTask]) -> None:
+        self._goals = np.array([t.goal for t in tasks], dtype=np.float64).reshape(-1, 2)
+
+    def reset(self, rng: np.random.Generator) -> np.ndarray:
+        self._pos = np.zeros_like(self._goals)
+        return self._pos.copy()
+
+    def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        self._pos, reward, terminated = _move(self._pos, actions, self._goals,
+                                              self._single.max_step, self._single.tolerance)
+        return self._pos.copy(), reward, terminated

@@ -1,0 +1,310 @@
+"""Locomotion task families: rewards against formulas, batched equals single, task sampling."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+import metarl_cli.envs  # noqa: F401  (registers the gymnasium ids)
+from metarl_cli.envs.base import SerialBatch
+from metarl_cli.envs.locomotion import (
+    AntDirEnv,
+    AntGoalEnv,
+    AntVelEnv,
+    BatchedAntDir,
+    BatchedAntGoal,
+    BatchedAntVel,
+    BatchedHalfCheetahDir,
+    BatchedHalfCheetahVel,
+    DirectionTask,
+    HalfCheetahDirEnv,
+    HalfCheetahVelEnv,
+    VelocityTask,
+    ant_terminated,
+)
+from metarl_cli.envs.point_nav import GoalTask
+
+PAIRS = [
+    (HalfCheetahVelEnv, BatchedHalfCheetahVel),
+    (HalfCheetahDirEnv, BatchedHalfCheetahDir),
+    (AntVelEnv, BatchedAntVel),
+    (AntDirEnv, BatchedAntDir),
+    (AntGoalEnv, BatchedAntGoal),
+]
+IDS = [single.__name__ for single, _ in PAIRS]
+
+
+# ---------------------------------------------------------------- rewards against their formulas
+
+
+def _cheetah_x(env: Any) -> float:
+    return float(env.data.qpos[0])
+
+
+def _ant_xy(env: Any) -> np.ndarray:
+    return env.data.body("torso").xpos[:2].copy()
+
+
+def _ant_costs(env: Any, action: np.ndarray) -> float:
+    clipped = np.clip(action, -1.0, 1.0)
+    return 0.005 * float(clipped @ clipped) + 5e-4 * float(
+        np.sum(np.clip(env.data.cfrc_ext, -1.0, 1.0) ** 2))
+
+
+def _step_and_expect(env: Any, task: Any, position: Any, expected: Any) -> None:
+    env.set_task(task)
+    env.reset(seed=3)
+    action = np.random.default_rng(0).uniform(-1.5, 1.5, size=env.action_space.shape)
+    for _ in range(5):
+        before = position(env)
+        _, reward, terminated, truncated, _ = env.step(action)
+        assert reward == pytest.approx(expected(env, before, position(env), action), abs=1e-12)
+        assert not truncated
+
+
+def test_halfcheetah_vel_reward() -> None:
+    env = HalfCheetahVelEnv()
+    assert env.dt == pytest.approx(0.05)
+
+    def expected(env: Any, x0: float, x1: float, a: np.ndarray) -> float:
+        return -abs((x1 - x0) / 0.05 - 1.3) - 0.05 * float(np.sum(np.clip(a, -1, 1) ** 2))
+
+    _step_and_expect(env, VelocityTask(1.3), _cheetah_x, expected)
+
+
+def test_halfcheetah_dir_reward() -> None:
+    for d in (-1.0, 1.0):
+        def expected(env: Any, x0: float, x1: float, a: np.ndarray, d: float = d) -> float:
+            return d * (x1 - x0) / 0.05 - 0.05 * float(np.sum(np.clip(a, -1, 1) ** 2))
+
+        _step_and_expect(HalfCheetahDirEnv(), DirectionTask(d), _cheetah_x, expected)
+
+
+def test_ant_vel_reward() -> None:
+    def expected(env: Any, p0: np.ndarray, p1: np.ndarray, a: np.ndarray) -> float:
+        return -abs((p1[0] - p0[0]) / 0.05 - 2.2) + 1.0 - _ant_costs(env, a) + 0.05
+
+    _step_and_expect(AntVelEnv(), VelocityTask(2.2), _ant_xy, expected)
+
+
+def test_ant_dir_reward() -> None:
+    def expected(env: Any, p0: np.ndarray, p1: np.ndarray, a: np.ndarray) -> float:
+        return -1.0 * (p1[0] - p0[0]) / 0.05 - _ant_costs(env, a) + 0.05
+
+    _step_and_expect(AntDirEnv(), DirectionTask(-1.0), _ant_xy, expected)
+
+
+def test_ant_goal_reward() -> None:
+    def expected(env: Any, p0: np.ndarray, p1: np.ndarray, a: np.ndarray) -> float:
+        return -float(np.sum(np.abs(p1 - np.array([1.0, -2.0])))) - _ant_costs(env, a) + 0.05
+
+    _step_and_expect(AntGoalEnv(), GoalTask((1.0, -2.0)), _ant_xy, expected)
+
+
+def test_ant_terminates_outside_healthy_height_and_cheetah_never() -> None:
+    ant = AntDirEnv()
+    ant.reset(seed=0)
+    assert not ant.step(np.zeros(8))[2]
+    qpos = ant.init_qpos.copy()
+    qpos[2] = 1.5  # torso far above the healthy range
+    ant.set_state(qpos, ant.init_qvel)
+    assert ant.step(np.zeros(8))[2]
+    # MuJoCo resets a diverged simulation itself, so the non-finite guard is checked directly.
+    qpos = np.tile(ant.init_qpos, (3, 1))
+    qvel = np.tile(ant.init_qvel, (3, 1))
+    qpos[1, 2], qvel[2, 4] = 0.1, np.inf
+    np.testing.assert_array_equal(ant_terminated(qpos, qvel, (0.2, 1.0)), [False, True, True])
+    cheetah = HalfCheetahDirEnv()
+    qpos = cheetah.init_qpos.copy()
+    qpos[1] = 5.0
+    cheetah.reset(seed=0)
+    cheetah.set_state(qpos, cheetah.init_qvel)
+    assert not cheetah.step(np.zeros(6))[2]
+
+
+@pytest.mark.parametrize(("ours", "theirs"), [(HalfCheetahDirEnv, "HalfCheetah-v5"),
+                                              (AntDirEnv, "Ant-v5")])
+def test_observation_and_reset_are_gymnasiums(ours: type, theirs: str) -> None:
+    env, reference = ours(), gym.make(theirs).unwrapped
+    np.testing.assert_array_equal(env.reset(seed=5)[0], reference.reset(seed=5)[0])
+    action = np.random.default_rng(1).uniform(-1, 1, size=env.action_space.shape)
+    for _ in range(3):
+        np.testing.assert_array_equal(env.step(action)[0], reference.step(action)[0])
+
+
+# ---------------------------------------------------------------- batched equals single
+
+
+def _run_batched(batched: Any, tasks: list[Any], seed: int, steps: int
+                 ) -> tuple[np.ndarray, list[tuple[np.ndarray, ...]]]:
+    batched.set_tasks(tasks)
+    obs = batched.reset(np.random.default_rng(seed))
+    rng = np.random.default_rng(seed + 1)
+    low, high = batched.action_space.low, batched.action_space.high
+    outputs = []
+    for _ in range(steps):
+        actions = rng.uniform(1.5 * low, 1.5 * high, size=(len(tasks), *low.shape))
+        outputs.append((actions, *batched.step(actions)))
+    return obs, outputs
+
+
+# The last case narrows the healthy height so that some steps terminate and some do not.
+EQUALITY_CASES = [(*pair, {}) for pair in PAIRS] + [
+    (AntDirEnv, BatchedAntDir, {"healthy_z_range": (0.2, 0.65)})]
+
+
+@pytest.mark.parametrize(("single_cls", "batched_cls", "kwargs"), EQUALITY_CASES,
+                         ids=[*IDS, "AntDirEnv-terminating"])
+def test_batched_equals_single(single_cls: type, batched_cls: type, kwargs: dict[str, Any]
+                               ) -> None:
+    batched = batched_cls(num_threads=2, **kwargs)
+    tasks = batched.sample_tasks(3, np.random.default_rng(11))
+    obs0, outputs = _run_batched(batched, tasks, seed=4, steps=30)
+
+    # The batched reset is gymnasium's distribution drawn from the passed generator, in this order.
+    singles = [single_cls(**kwargs) for _ in tasks]
+    rng, noise = np.random.default_rng(4), singles[0].reset_noise_scale
+    nq, nv = singles[0].model.nq, singles[0].model.nv
+    qpos = singles[0].init_qpos + rng.uniform(-noise, noise, size=(3, nq))
+    qvel = singles[0].init_qvel + noise * rng.standard_normal((3, nv))
+    for i, (env, task) in enumerate(zip(singles, tasks, strict=True)):
+        env.reset(seed=i)
+        env.set_task(task)
+        env.set_state(qpos[i], qvel[i])
+    np.testing.assert_allclose(obs0, np.stack([env._get_obs() for env in singles]),
+                               rtol=0, atol=1e-10)
+
+    for actions, obs, rewards, terminated in outputs:
+        assert obs.shape == (3, *batched.observation_space.shape) and obs.dtype == np.float64
+        assert rewards.shape == (3,) and rewards.dtype == np.float64
+        assert terminated.shape == (3,) and terminated.dtype == bool
+        results = [env.step(a) for env, a in zip(singles, actions, strict=True)]
+        np.testing.assert_allclose(obs, np.stack([r[0] for r in results]), rtol=0, atol=1e-10)
+        np.testing.assert_allclose(rewards, [r[1] for r in results], rtol=0, atol=1e-10)
+        np.testing.assert_array_equal(terminated, [r[2] for r in results])
+    if kwargs:
+        assert 0 < np.mean([out[3] for out in outputs]) < 1
+    batched.close()
+
+
+@pytest.mark.parametrize("batched_cls", [BatchedHalfCheetahVel, BatchedAntGoal])
+def test_batched_results_do_not_depend_on_num_threads(batched_cls: type) -> None:
+    runs = []
+    for num_threads in (1, 2):
+        batched = batched_cls(num_threads=num_threads)
+        tasks = batched.sample_tasks(5, np.random.default_rng(0))
+        runs.append(_run_batched(batched, tasks, seed=9, steps=10))
+        batched.close()
+    (obs_a, out_a), (obs_b, out_b) = runs
+    np.testing.assert_array_equal(obs_a, obs_b)
+    for step_a, step_b in zip(out_a, out_b, strict=True):
+        for x, y in zip(step_a, step_b, strict=True):
+            np.testing.assert_array_equal(x, y)
+
+
+def test_batched_resizes_and_refuses_bad_input() -> None:
+    batched = BatchedHalfCheetahDir(num_threads=2)
+    with pytest.raises(RuntimeError, match="set_tasks"):
+        batched.reset(np.random.default_rng(0))
+    for b in (4, 2, 5):
+        batched.set_tasks(batched.sample_tasks(b, np.random.default_rng(b)))
+        assert batched.reset(np.random.default_rng(0)).shape == (b, 17)
+        assert batched.step(np.zeros((b, 6)))[0].shape == (b, 17)
+    with pytest.raises(ValueError, match="shape"):
+        batched.step(np.zeros((4, 6)))
+    with pytest.raises(TypeError, match="DirectionTask"):
+        batched.set_tasks([VelocityTask(1.0)])
+    with pytest.raises(ValueError, match="tasks"):
+        batched.set_tasks([])
+    batched.close()
+
+
+# ---------------------------------------------------------------- task sampling
+
+
+@pytest.mark.parametrize("single_cls", [single for single, _ in PAIRS], ids=IDS)
+def test_sample_tasks_uses_only_the_passed_rng(single_cls: type) -> None:
+    env = single_cls()
+    global_state = np.random.get_state()
+    first = env.sample_tasks(50, np.random.default_rng(123))
+    second = env.sample_tasks(50, np.random.default_rng(123))
+    assert first == second
+    assert first != env.sample_tasks(50, np.random.default_rng(124))
+    after = np.random.get_state()
+    assert global_state[0] == after[0]
+    np.testing.assert_array_equal(global_state[1], after[1])
+    assert global_state[2:] == after[2:]
+
+
+def test_sample_tasks_ranges() -> None:
+    rng = np.random.default_rng(0)
+    for env, high in [(HalfCheetahVelEnv(), 2.0), (AntVelEnv(), 3.0)]:
+        velocities = np.array([t.velocity for t in env.sample_tasks(500, rng)])
+        assert velocities.min() >= 0.0 and velocities.max() <= high
+        assert velocities.max() > 0.9 * high and velocities.min() < 0.1 * high
+    for env in (HalfCheetahDirEnv(), AntDirEnv()):
+        directions = {t.direction for t in env.sample_tasks(100, rng)}
+        assert directions == {-1.0, 1.0}
+    goals = np.array([t.goal for t in AntGoalEnv().sample_tasks(4000, rng)])
+    radii = np.linalg.norm(goals, axis=1)
+    assert radii.max() <= 3.0
+    # Uniform in area: E[r²] = R²/2 (a uniform radius would give R²/3).
+    assert np.mean(radii**2) == pytest.approx(4.5, abs=0.2)
+    assert np.all(np.abs(np.mean(goals, axis=0)) < 0.15)
+
+
+def test_sample_tasks_honours_the_ranges_given() -> None:
+    tasks = HalfCheetahVelEnv(velocity_range=(0.0, 3.0)).sample_tasks(200, np.random.default_rng(0))
+    assert max(t.velocity for t in tasks) > 2.0
+    goals = AntGoalEnv(goal_radius=0.5).sample_tasks(200, np.random.default_rng(0))
+    assert max(np.hypot(*t.goal) for t in goals) <= 0.5
+
+
+# ---------------------------------------------------------------- constructors and registration
+
+
+@pytest.mark.parametrize(("cls", "kwargs", "name"), [
+    (HalfCheetahVelEnv, {"velocity_range": (2.0, 1.0)}, "velocity_range"),
+    (HalfCheetahVelEnv, {"ctrl_cost_weight": -0.1}, "ctrl_cost_weight"),
+    (HalfCheetahDirEnv, {"reset_noise_scale": -1.0}, "reset_noise_scale"),
+    (AntVelEnv, {"velocity_range": (0.0, float("inf"))}, "velocity_range"),
+    (AntDirEnv, {"contact_cost_weight": -1.0}, "contact_cost_weight"),
+    (AntDirEnv, {"survive_reward": float("nan")}, "survive_reward"),
+    (AntDirEnv, {"healthy_z_range": (1.0, 0.2)}, "healthy_z_range"),
+    (AntGoalEnv, {"contact_force_range": (1.0, -1.0)}, "contact_force_range"),
+    (AntGoalEnv, {"goal_radius": 0.0}, "goal_radius"),
+    (BatchedHalfCheetahVel, {"num_threads": 0}, "num_threads"),
+    (BatchedAntGoal, {"num_threads": 1.5}, "num_threads"),
+    (BatchedAntVel, {"ctrl_cost_weight": -1.0}, "ctrl_cost_weight"),
+])
+def test_bad_constructor_values_name_the_parameter(cls: type, kwargs: dict[str, Any], name: str
+                                                   ) -> None:
+    with pytest.raises(ValueError, match=name):
+        cls(**kwargs)
+
+
+@pytest.mark.parametrize(("env_id", "obs_dim"), [
+    ("metarl/HalfCheetahVel-v0", 17), ("metarl/HalfCheetahDir-v0", 17), ("metarl/AntVel-v0", 105),
+    ("metarl/AntDir-v0", 105), ("metarl/AntGoal-v0", 105),
+])
+def test_registered_ids_make_and_step(env_id: str, obs_dim: int) -> None:
+    env = gym.make(env_id)
+    assert env.spec is not None and env.spec.max_episode_steps == 200
+    env.unwrapped.set_task(env.unwrapped.sample_tasks(1, np.random.default_rng(0))[0])
+    obs, _ = env.reset(seed=0)
+    assert obs.shape == (obs_dim,)
+    obs, reward, terminated, truncated, _ = env.step(env.action_space.sample())
+    assert obs.shape == (obs_dim,) and isinstance(reward, float)
+    env.close()
+
+
+def test_serial_batch_steps_single_envs() -> None:
+    batch = SerialBatch(lambda: HalfCheetahVelEnv())
+    rng = np.random.default_rng(0)
+    batch.set_tasks(batch.sample_tasks(2, rng))
+    assert batch.reset(rng).shape == (2, 17)
+    obs, rewards, terminated = batch.step(rng.uniform(-1, 1, size=(2, 6)))
+    assert obs.shape == (2, 17) and rewards.shape == (2,) and not terminated.any()
