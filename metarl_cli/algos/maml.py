@@ -15,14 +15,14 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.distributions import kl_divergence
 
 from metarl_cli.core.functional import (
     Params,
     PerTaskPolicy,
     broadcast_policy,
-    distribution,
-    stack_params,
-    task_params,
+    expand_params,
+    task_distribution,
 )
 from metarl_cli.core.optim import trpo_step
 from metarl_cli.core.returns import policy_gradient_advantages
@@ -77,31 +77,24 @@ class MAML:
         post = self.sampler.sample(acting, tasks, self.rollouts_per_task)
         inner_adv = [policy_gradient_advantages(b, self.gamma, self.gae_lambda) for b in batches]
         post_adv = policy_gradient_advantages(post, self.gamma, self.gae_lambda)
+        old = task_distribution(self.policy, acting.params, post.obs)
 
-        # --- outer step on the post-adaptation surrogate ---
-        def adapted(i: int, differentiable: bool) -> Params:
-            params = dict(self.policy.named_parameters())
+        # --- outer step on the post-adaptation surrogate, all tasks in one graph ---
+        def adapted(differentiable: bool) -> Params:
+            params = expand_params(self.policy, len(tasks))
             for k, (batch, adv) in enumerate(zip(batches, inner_adv, strict=True)):
-                params = self._inner_step(params, batch.task(i), adv[i : i + 1], k,
+                params = self._inner_step(params, batch, adv, k,
                                           differentiable and not self.first_order)
             return params
 
         def surrogate(differentiable: bool) -> torch.Tensor:
-            losses = []
-            for i in range(len(tasks)):
-                new = distribution(self.policy, adapted(i, differentiable), post.obs[i])
-                ratio = torch.exp(new.log_prob(post.actions[i]) - post.log_probs[i])
-                losses.append(-_masked_mean(ratio * post_adv[i], post.mask[i]))
-            return torch.stack(losses).mean()
+            new = task_distribution(self.policy, adapted(differentiable), post.obs)
+            ratio = torch.exp(new.log_prob(post.actions) - old.log_prob(post.actions))
+            return -_task_means(ratio * post_adv, post.mask).mean()
 
         def kl(differentiable: bool) -> torch.Tensor:
-            kls = []
-            for i in range(len(tasks)):
-                old = distribution(self.policy, task_params(acting.params, i), post.obs[i])
-                new = distribution(self.policy, adapted(i, differentiable), post.obs[i])
-                kls.append(_masked_mean(torch.distributions.kl_divergence(old, new),
-                                        post.mask[i]))
-            return torch.stack(kls).mean()
+            new = task_distribution(self.policy, adapted(differentiable), post.obs)
+            return _task_means(kl_divergence(old, new), post.mask).mean()
 
         if self.optimizer is None:
             metrics = trpo_step(list(self.policy.parameters()), surrogate, kl, **self.trpo_args)
@@ -126,13 +119,10 @@ class MAML:
     def adapt(self, policy: PerTaskPolicy, episodes: EpisodeBatch) -> PerTaskPolicy:
         """One policy-gradient step per task on ``episodes``, collected by ``policy``."""
         adv = policy_gradient_advantages(episodes, self.gamma, self.gae_lambda)
-        adapted = []
-        for i in range(len(episodes.tasks)):
-            params = {n: p.detach().clone().requires_grad_()
-                      for n, p in task_params(policy.params, i).items()}
-            new = self._inner_step(params, episodes.task(i), adv[i : i + 1], policy.step, False)
-            adapted.append({n: p.detach() for n, p in new.items()})
-        return PerTaskPolicy(self.policy, stack_params(adapted), policy.step + 1)
+        params = {n: p.detach().clone().requires_grad_() for n, p in policy.params.items()}
+        new = self._inner_step(params, episodes, adv, policy.step, create_graph=False)
+        return PerTaskPolicy(self.policy, {n: p.detach() for n, p in new.items()},
+                             policy.step + 1)
 
     def state_dict(self) -> dict[str, Any]:
         state: dict[str, Any] = {"policy": self.policy.state_dict()}
@@ -148,13 +138,19 @@ class MAML:
     # --- helpers ---
     def _inner_step(self, params: Params, batch: EpisodeBatch, advantages: torch.Tensor,
                     step: int, create_graph: bool) -> Params:
-        """params - lr_step * grad of the policy-gradient loss on one task's episodes."""
+        """Per-task params - lr_step * grad of each task's policy-gradient loss.
+
+        ``params`` carry a leading task axis; task i's loss depends on task i's parameters
+        only, so one gradient of the summed losses gives every task's own gradient.
+        """
         lr = self.inner_lr * (self.later_lr_scale if step > 0 else 1.0)
-        dist = distribution(self.policy, params, batch.obs[0])
-        loss = -_masked_mean(dist.log_prob(batch.actions[0]) * advantages[0], batch.mask[0])
-        grads = torch.autograd.grad(loss, list(params.values()), create_graph=create_graph)
+        dist = task_distribution(self.policy, params, batch.obs)
+        losses = -_task_means(dist.log_prob(batch.actions) * advantages, batch.mask)
+        grads = torch.autograd.grad(losses.sum(), list(params.values()),
+                                    create_graph=create_graph)
         return {n: p - lr * g for (n, p), g in zip(params.items(), grads, strict=True)}
 
 
-def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    return (x * mask).sum() / mask.sum().clamp_min(1.0)
+def _task_means(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over each task's valid steps: (N, R, T) -> (N,)."""
+    return (x * mask).sum((1, 2)) / mask.sum((1, 2)).clamp_min(1.0)

@@ -21,16 +21,19 @@ def distribution(policy: nn.Module, params: Params, obs: torch.Tensor) -> Distri
     return policy.distribution(functional_call(policy, params, (obs,)))
 
 
-def detached_params(policy: nn.Module) -> Params:
-    return {name: p.detach() for name, p in policy.named_parameters()}
+def task_forward(policy: nn.Module, params: Params, obs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The policy's outputs for N tasks at once: ``params`` have a leading task axis N, ``obs``
+    is (N, ...), and task i's observations are evaluated with task i's parameters."""
+    return vmap(lambda p, o: functional_call(policy, p, (o,)))(params, obs)
 
 
-def stack_params(per_task: list[Params]) -> Params:
-    return {name: torch.stack([p[name] for p in per_task]) for name in per_task[0]}
+def task_distribution(policy: nn.Module, params: Params, obs: torch.Tensor) -> Distribution:
+    return policy.distribution(task_forward(policy, params, obs))
 
 
-def task_params(stacked: Params, i: int) -> Params:
-    return {name: p[i] for name, p in stacked.items()}
+def expand_params(policy: nn.Module, num_tasks: int) -> Params:
+    """The policy's own parameters repeated along a new task axis, still differentiable."""
+    return {n: p.unsqueeze(0).expand(num_tasks, *p.shape) for n, p in policy.named_parameters()}
 
 
 @dataclass(frozen=True)
@@ -47,13 +50,12 @@ class PerTaskPolicy:
     def act(self, obs: torch.Tensor, generator: torch.Generator
             ) -> tuple[torch.Tensor, torch.Tensor]:
         """Actions and their log-probabilities for observations of shape (N, R, obs_dim)."""
-        out = vmap(lambda p, o: functional_call(self.policy, p, (o,)))(self.params, obs)
+        out = task_forward(self.policy, self.params, obs)
         actions = self.policy.sample(out, generator)
         return actions, self.policy.distribution(out).log_prob(actions)
 
 
 def broadcast_policy(policy: nn.Module, num_tasks: int) -> PerTaskPolicy:
     """The same (meta-)parameters for every task."""
-    params = {n: p.detach().unsqueeze(0).expand(num_tasks, *p.shape)
-              for n, p in policy.named_parameters()}
-    return PerTaskPolicy(policy, params)
+    return PerTaskPolicy(policy, {n: p.detach() for n, p in
+                                  expand_params(policy, num_tasks).items()})

@@ -77,7 +77,8 @@ class SerialBatch:
 
     def reset(self, rng: np.random.Generator) -> np.ndarray:
         seeds = rng.integers(0, 2**31 - 1, size=len(self._active))
-        return np.stack([env.reset(seed=int(s))[0] for env, s in zip(self._active, seeds, strict=True)])
+        pairs = zip(self._active, seeds, strict=True)
+        return np.stack([env.reset(seed=int(s))[0] for env, s in pairs])
 
     def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         results = [env.step(a) for env, a in zip(self._active, actions, strict=True)]

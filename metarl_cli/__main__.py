@@ -1,0 +1,3 @@
+from metarl_cli.cli import main
+
+main()

@@ -1,0 +1,30 @@
+"""``metarl <command> [overrides]``: dispatch to a command's Hydra entry point."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+COMMANDS = {
+    "train": ("metarl_cli.commands.train", "meta-train and meta-test a learner (Hydra overrides)"),
+    "list": ("metarl_cli.commands.list", "show the config groups and their choices"),
+}
+
+USAGE = "usage: metarl <command> [overrides...]\n\ncommands:\n" + "\n".join(
+    f"  {name:<8}{help_}" for name, (_, help_) in COMMANDS.items()
+) + "\n\nexample: metarl train algo=maml env=halfcheetah_vel seed=1"
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return
+    if args[0] not in COMMANDS:
+        print(f"error: unknown command {args[0]!r}; choose one of {', '.join(COMMANDS)}\n",
+              file=sys.stderr)
+        print(USAGE, file=sys.stderr)
+        sys.exit(2)
+    module, _ = COMMANDS[args[0]]
+    sys.argv = [f"metarl {args[0]}", *args[1:]]
+    importlib.import_module(module).main()

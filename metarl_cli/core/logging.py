@@ -1,0 +1,100 @@
+"""The one place that names logged quantities: TensorBoard tags, metrics.jsonl, summary.json.
+
+Tags: ``meta_train/*`` (returns before and after adaptation), ``meta_test/return/step_<k>``
+for k = 0..K with a custom-scalars chart of all steps together and an image of the curve,
+``loss/*``, ``optim/*``, ``time/*``, ``perf/env_steps_per_s`` and ``env_steps``, all against the
+meta-iteration; the returns are also logged under ``by_env_steps/`` against environment steps.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from torch.utils.tensorboard import SummaryWriter  # noqa: E402
+
+from metarl_cli.core.evaluation import AdaptationCurve  # noqa: E402
+
+RETURN_TAGS = ("meta_train/return_pre", "meta_train/return_post")
+
+
+def meta_test_tag(step: int) -> str:
+    return f"meta_test/return/step_{step}"
+
+
+class RunLogger:
+    def __init__(self, run_dir: Path, tensorboard: bool = True, curve_images: bool = True,
+                 step_label: str = "adaptation step") -> None:
+        self.run_dir = run_dir
+        self.curve_images = curve_images
+        self.step_label = step_label
+        self.writer = SummaryWriter(str(run_dir / "tb")) if tensorboard else None
+        self._jsonl = open(run_dir / "metrics.jsonl", "a", encoding="utf-8")  # noqa: SIM115
+        if self.writer is not None:
+            self.writer.add_custom_scalars({
+                "meta-test": {"return after k adaptation steps":
+                              ["Multiline", [r"meta_test/return/step_\d+"]]},
+                "meta-train": {"return before / after adaptation":
+                               ["Multiline", list(RETURN_TAGS)]},
+            })
+
+    def log_iteration(self, iteration: int, metrics: dict[str, float], env_steps: int) -> None:
+        self._write_jsonl({"iteration": iteration, "env_steps": env_steps, **metrics})
+        if self.writer is None:
+            return
+        for tag, value in metrics.items():
+            self.writer.add_scalar(tag, value, iteration)
+        self.writer.add_scalar("env_steps", env_steps, iteration)
+        for tag in RETURN_TAGS:
+            if tag in metrics:
+                self.writer.add_scalar(f"by_env_steps/{tag}", metrics[tag], env_steps)
+
+    def log_meta_test(self, iteration: int, curve: AdaptationCurve, env_steps: int) -> None:
+        mean, std = curve.mean, curve.std
+        self._write_jsonl({"iteration": iteration, "env_steps": env_steps,
+                           "meta_test/return": mean.tolist(), "meta_test/std": std.tolist()})
+        if self.writer is None:
+            return
+        for k, value in enumerate(mean):
+            self.writer.add_scalar(meta_test_tag(k), value, iteration)
+            self.writer.add_scalar(f"by_env_steps/{meta_test_tag(k)}", value, env_steps)
+        if self.curve_images:
+            self.writer.add_figure("meta_test/adaptation_curve",
+                                   self.curve_figure(curve, f"iteration {iteration}"), iteration)
+        self.writer.flush()
+
+    def curve_figure(self, curve: AdaptationCurve, title: str) -> plt.Figure:
+        fig, ax = plt.subplots(figsize=(4.5, 3.2), dpi=100)
+        steps = range(len(curve.mean))
+        ax.plot(steps, curve.mean, marker="o")
+        ax.fill_between(steps, curve.mean - curve.std, curve.mean + curve.std, alpha=0.25)
+        ax.set(xlabel=self.step_label, ylabel="mean return (± std over tasks)", title=title)
+        ax.set_xticks(list(steps))
+        fig.tight_layout()
+        return fig
+
+    def finish(self, summary: dict[str, Any], hparams: dict[str, Any], curve: AdaptationCurve
+               ) -> None:
+        """Write summary.json, the final curve as PNG and the HPARAMS entry, then close."""
+        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        fig = self.curve_figure(curve, "final meta-test")
+        fig.savefig(self.run_dir / "adaptation_curve.png")
+        plt.close(fig)
+        if self.writer is not None:
+            final = {f"hparam/{meta_test_tag(k)}": float(v) for k, v in enumerate(curve.mean)}
+            self.writer.add_hparams(hparams, final, run_name=".")
+        self.close()
+
+    def close(self) -> None:
+        self._jsonl.close()
+        if self.writer is not None:
+            self.writer.close()
+
+    def _write_jsonl(self, record: dict[str, Any]) -> None:
+        self._jsonl.write(json.dumps(record) + "\n")
+        self._jsonl.flush()

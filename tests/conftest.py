@@ -1,0 +1,22 @@
+"""Shared fixtures: composing the shipped configs with Hydra's compose API."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from metarl_cli.core.paths import CONFIG_DIR
+
+
+@pytest.fixture
+def compose_config() -> Callable[..., DictConfig]:
+    """compose_config("env=halfcheetah_dir", ...) -> the train config with those overrides."""
+
+    def _compose(*overrides: str) -> DictConfig:
+        with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+            return compose("train", overrides=list(overrides))
+
+    return _compose
