@@ -71,11 +71,12 @@ class MAML:
         # --- inner loop: sample with the current per-task policy, adapt, repeat ---
         acting = self.exploration_policy(len(tasks))
         batches: list[EpisodeBatch] = []
+        inner_adv: list[torch.Tensor] = []
         for _ in range(self.inner_steps):
             batches.append(self.sampler.sample(acting, tasks, self.rollouts_per_task))
-            acting = self.adapt(acting, batches[-1])
+            inner_adv.append(policy_gradient_advantages(batches[-1], self.gamma, self.gae_lambda))
+            acting = self._adapt(acting, batches[-1], inner_adv[-1])
         post = self.sampler.sample(acting, tasks, self.rollouts_per_task)
-        inner_adv = [policy_gradient_advantages(b, self.gamma, self.gae_lambda) for b in batches]
         post_adv = policy_gradient_advantages(post, self.gamma, self.gae_lambda)
         old = task_distribution(self.policy, acting.params, post.obs)
 
@@ -118,11 +119,8 @@ class MAML:
 
     def adapt(self, policy: PerTaskPolicy, episodes: EpisodeBatch) -> PerTaskPolicy:
         """One policy-gradient step per task on ``episodes``, collected by ``policy``."""
-        adv = policy_gradient_advantages(episodes, self.gamma, self.gae_lambda)
-        params = {n: p.detach().clone().requires_grad_() for n, p in policy.params.items()}
-        new = self._inner_step(params, episodes, adv, policy.step, create_graph=False)
-        return PerTaskPolicy(self.policy, {n: p.detach() for n, p in new.items()},
-                             policy.step + 1)
+        return self._adapt(policy, episodes,
+                           policy_gradient_advantages(episodes, self.gamma, self.gae_lambda))
 
     def state_dict(self) -> dict[str, Any]:
         state: dict[str, Any] = {"policy": self.policy.state_dict()}
@@ -136,6 +134,16 @@ class MAML:
             self.optimizer.load_state_dict(state["optimizer"])
 
     # --- helpers ---
+    def _adapt(self, policy: PerTaskPolicy, episodes: EpisodeBatch, advantages: torch.Tensor
+               ) -> PerTaskPolicy:
+        params = {n: p.detach().clone().requires_grad_() for n, p in policy.params.items()}
+        new = self._inner_step(params, episodes, advantages, policy.step, create_graph=False)
+        return PerTaskPolicy(self.policy, {n: p.detach() for n, p in new.items()},
+                             policy.step + 1)
+
+    def _inner_lr(self, step: int) -> float:
+        return self.inner_lr * (self.later_lr_scale if step > 0 else 1.0)
+
     def _inner_step(self, params: Params, batch: EpisodeBatch, advantages: torch.Tensor,
                     step: int, create_graph: bool) -> Params:
         """Per-task params - lr_step * grad of each task's policy-gradient loss.
@@ -143,11 +151,11 @@ class MAML:
         ``params`` carry a leading task axis; task i's loss depends on task i's parameters
         only, so one gradient of the summed losses gives every task's own gradient.
         """
-        lr = self.inner_lr * (self.later_lr_scale if step > 0 else 1.0)
         dist = task_distribution(self.policy, params, batch.obs)
         losses = -_task_means(dist.log_prob(batch.actions) * advantages, batch.mask)
         grads = torch.autograd.grad(losses.sum(), list(params.values()),
                                     create_graph=create_graph)
+        lr = self._inner_lr(step)
         return {n: p - lr * g for (n, p), g in zip(params.items(), grads, strict=True)}
 
 

@@ -33,21 +33,25 @@ class Sampler:
         self.generator = torch.Generator().manual_seed(seed)
 
     def sample(self, policy: TaskPolicy, tasks: Sequence[Any], rollouts: int) -> EpisodeBatch:
-        """Run ``rollouts`` episodes of ``horizon`` steps on each task."""
+        """Run ``rollouts`` episodes of ``horizon`` steps on each task.
+
+        Tensors come back in torch's default dtype, on the sampler's device.
+        """
         n, t_max = len(tasks), self.horizon
+        dtype = torch.get_default_dtype()
         b = n * rollouts
         self.env.set_tasks([task for task in tasks for _ in range(rollouts)])
         obs = self.env.reset(self.rng)
-        obs_buf = np.zeros((t_max, b, obs.shape[-1]), dtype=np.float32)
-        rewards = np.zeros((t_max, b), dtype=np.float32)
-        mask = np.zeros((t_max, b), dtype=np.float32)
+        obs_buf = np.zeros((t_max, b, obs.shape[-1]))
+        rewards = np.zeros((t_max, b))
+        mask = np.zeros((t_max, b))
         actions: list[torch.Tensor] = []
         log_probs: list[torch.Tensor] = []
         alive = np.ones(b, dtype=bool)
         for t in range(t_max):
             obs_buf[t] = obs
             mask[t] = alive
-            obs_t = torch.from_numpy(obs_buf[t]).to(self.device).view(n, rollouts, -1)
+            obs_t = torch.from_numpy(obs_buf[t]).to(self.device, dtype).view(n, rollouts, -1)
             with torch.no_grad():
                 action, log_prob = policy.act(obs_t, self.generator)
             actions.append(action)
@@ -63,7 +67,7 @@ class Sampler:
             log_probs.append(torch.zeros_like(log_probs[0]))
 
         def episodes_first(x: torch.Tensor) -> torch.Tensor:  # (T, B, ...) -> (N, R, T, ...)
-            x = x.to(self.device).reshape(t_max, n, rollouts, *x.shape[2:])
+            x = x.to(self.device, dtype).reshape(t_max, n, rollouts, *x.shape[2:])
             return x.movedim(0, 2).contiguous()
 
         return EpisodeBatch(

@@ -18,8 +18,8 @@ DistParams = tuple[torch.Tensor, ...]
 
 
 def mlp(in_dim: int, out_dim: int, hidden_sizes: list[int], activation: str) -> nn.Sequential:
-    """Fully connected network; ``activation`` names a module of torch.nn (ReLU, Tanh, ...)."""
-    act = getattr(nn, activation, None)
+    """Fully connected network; ``activation`` names a torch.nn activation (ReLU, Tanh, ...)."""
+    act = getattr(nn.modules.activation, activation, None)
     if not (isinstance(act, type) and issubclass(act, nn.Module)):
         raise ValueError(f"activation: unknown torch.nn activation {activation!r} "
                          "(use e.g. ReLU or Tanh)")

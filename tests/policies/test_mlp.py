@@ -91,7 +91,7 @@ def test_functional_call_with_own_params_equals_forward(space) -> None:
 
 @pytest.mark.parametrize(("kwargs", "name"), [
     ({"activation": "NoSuchActivation"}, "activation"),
-    ({"activation": "Linear"}, "activation"),  # a torch.nn module, but not a usable activation
+    ({"activation": "Linear"}, "activation"),
     ({"hidden_sizes": [8, 0]}, "hidden_sizes"),
     ({"init_std": 0.0}, "init_std"),
     ({"init_std": -1.0}, "init_std"),

@@ -1,0 +1,119 @@
+"""The sampler on batched point navigation: shapes, masks, seeding, rewards and log-probs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from metarl_cli.core.functional import broadcast_policy
+from metarl_cli.core.sampler import Sampler
+from metarl_cli.core.types import EpisodeBatch
+from metarl_cli.envs.point_nav import BatchedPointNav, GoalTask
+from metarl_cli.policies.mlp import mlp_policy
+
+N, R, T = 3, 4, 6
+MAX_STEP = 0.1
+
+
+def _policy(seed: int = 0) -> nn.Module:
+    env = BatchedPointNav()
+    torch.manual_seed(seed)
+    return mlp_policy(env.observation_space, env.action_space, [8], init_std=0.2)
+
+
+def _tasks(n: int = N) -> list[GoalTask]:
+    return BatchedPointNav().sample_tasks(n, np.random.default_rng(123))
+
+
+def _sample(seed: int, env: BatchedPointNav | None = None, tasks: list[GoalTask] | None = None,
+            horizon: int = T) -> EpisodeBatch:
+    tasks = _tasks() if tasks is None else tasks
+    sampler = Sampler(env or BatchedPointNav(), horizon=horizon, seed=seed)
+    return sampler.sample(broadcast_policy(_policy(), len(tasks)), tasks, R)
+
+
+def test_batch_has_tasks_rollouts_time_shapes() -> None:
+    batch = _sample(seed=0)
+    assert batch.obs.shape == (N, R, T, 2)
+    assert batch.actions.shape == (N, R, T, 2)
+    assert batch.rewards.shape == batch.mask.shape == batch.log_probs.shape == (N, R, T)
+    assert batch.tasks == _tasks()
+    assert torch.all(batch.mask == 1)  # goals are far from the origin with tolerance 0.01
+    assert batch.num_steps == N * R * T
+    assert torch.all(batch.obs[:, :, 0] == 0)  # every episode starts at the origin
+
+
+def test_episodes_that_terminate_on_the_first_step_are_masked_afterwards() -> None:
+    # goals lie within 0.5 of the origin and a step moves at most 0.1: with tolerance 1.0
+    # the first step always terminates
+    batch = _sample(seed=0, env=BatchedPointNav(tolerance=1.0))
+    assert batch.obs.shape == (N, R, T, 2)
+    assert batch.actions.shape == (N, R, T, 2)
+    assert batch.log_probs.shape == (N, R, T)
+    assert torch.all(batch.mask[..., 0] == 1)
+    assert torch.all(batch.mask[..., 1:] == 0)
+    assert torch.all(batch.rewards[..., 1:] == 0)
+    assert torch.all(batch.rewards[..., 0] < 0)
+    assert batch.num_steps == N * R
+    torch.testing.assert_close(batch.episode_returns(), batch.rewards[..., 0])
+
+
+def test_mask_stops_only_for_the_episodes_that_terminated() -> None:
+    # task 0's goal is the origin (reached on the first step within tolerance 0.15); task 1's
+    # goal is at least 8 steps of 0.1 away from being within 0.15, more than the horizon
+    tasks = [GoalTask(goal=(0.0, 0.0)), GoalTask(goal=(0.9, -0.9))]
+    batch = _sample(seed=1, env=BatchedPointNav(tolerance=0.15), tasks=tasks)
+    assert torch.all(batch.mask[0, :, 0] == 1)
+    assert torch.all(batch.mask[0, :, 1:] == 0)
+    assert torch.all(batch.rewards[0, :, 1:] == 0)
+    assert torch.all(batch.mask[1] == 1)
+    assert torch.all(batch.rewards[1] < 0)
+    assert batch.num_steps == R + R * T
+
+
+def test_same_seed_gives_identical_batches_and_different_seeds_differ() -> None:
+    a, b, c = _sample(seed=5), _sample(seed=5), _sample(seed=6)
+    for name in ["obs", "actions", "rewards", "mask", "log_probs"]:
+        assert torch.equal(getattr(a, name), getattr(b, name)), name
+    assert not torch.equal(a.actions, c.actions)
+    assert not torch.equal(a.rewards, c.rewards)
+
+
+def test_sampler_state_dict_resumes_the_random_streams() -> None:
+    tasks = _tasks()
+    policy = broadcast_policy(_policy(), N)
+    sampler = Sampler(BatchedPointNav(), horizon=T, seed=3)
+    state = sampler.state_dict()
+    first = sampler.sample(policy, tasks, R)
+    sampler.load_state_dict(state)
+    again = sampler.sample(policy, tasks, R)
+    assert torch.equal(first.actions, again.actions)
+
+
+def test_rewards_are_minus_distance_to_goal_after_the_clipped_move() -> None:
+    tasks = _tasks()
+    batch = _sample(seed=2)
+    obs = batch.obs.double()
+    moves = batch.actions.double().clamp(-MAX_STEP, MAX_STEP)
+    goals = torch.tensor([t.goal for t in tasks], dtype=torch.float64).view(N, 1, 2)
+    for t in range(T - 1):
+        new_pos = obs[:, :, t] + moves[:, :, t]
+        torch.testing.assert_close(obs[:, :, t + 1], new_pos, atol=1e-6, rtol=0)
+        expected = -torch.linalg.norm(new_pos - goals, dim=-1)
+        torch.testing.assert_close(batch.rewards[:, :, t].double(), expected, atol=1e-5, rtol=0)
+
+
+def test_log_probs_are_the_policy_log_prob_of_the_stored_actions() -> None:
+    policy = _policy()
+    batch = _sample(seed=4)
+    with torch.no_grad():
+        log_probs = policy.distribution(policy(batch.obs)).log_prob(batch.actions)
+    valid = batch.mask == 1
+    torch.testing.assert_close(batch.log_probs[valid], log_probs[valid], atol=1e-5, rtol=1e-5)
+
+
+def test_horizon_below_one_is_refused() -> None:
+    with pytest.raises(ValueError, match="horizon"):
+        Sampler(BatchedPointNav(), horizon=0, seed=0)
