@@ -1,9 +1,13 @@
 """2D navigation (Finn et al., ICML 2017, section 5.2).
 
-A point starts at the origin and moves by its action, clipped to [-max_step, max_step]^2. The
-reward after each move is the negative Euclidean distance to the task's goal, goals are uniform in
+A point starts at the origin and moves by ``max_step * clip(action, -1, 1)``. The reward after
+each move is the negative Euclidean distance to the task's goal, goals are uniform in
 [-goal_range, goal_range]^2, and the episode ends once both coordinates are within `tolerance`
 of the goal. The observation is the position.
+
+The policy acts in [-1, 1]^2 as in the paper's code, where the environment (steps of at most 0.1)
+is wrapped in rllab's ``normalize``, which maps [-1, 1] onto the step bounds. Acting directly in
+[-0.1, 0.1] instead makes a unit-std Gaussian policy saturate at the bounds on nearly every step.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ def _sample_goals(n: int, rng: np.random.Generator, goal_range: float) -> list[G
 def _move(pos: np.ndarray, action: np.ndarray, goal: np.ndarray, max_step: float, tolerance: float
           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One step for any batch shape: new position, reward, terminated."""
-    pos = pos + np.clip(action, -max_step, max_step)
+    pos = pos + max_step * np.clip(action, -1.0, 1.0)
     delta = pos - goal
     reward = -np.linalg.norm(delta, axis=-1)
     terminated = np.all(np.abs(delta) < tolerance, axis=-1)
@@ -48,7 +52,7 @@ class PointNavEnv(gym.Env):
             check_positive(name, value)
         self.goal_range, self.max_step, self.tolerance = goal_range, max_step, tolerance
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, shape=(2,), dtype=np.float64)
-        self.action_space = gym.spaces.Box(-max_step, max_step, shape=(2,), dtype=np.float64)
+        self.action_space = gym.spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float64)
         self._goal = np.zeros(2)
         self._pos = np.zeros(2)
 

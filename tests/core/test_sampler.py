@@ -92,11 +92,11 @@ def test_sampler_state_dict_resumes_the_random_streams() -> None:
     assert torch.equal(first.actions, again.actions)
 
 
-def test_rewards_are_minus_distance_to_goal_after_the_clipped_move() -> None:
+def test_rewards_are_minus_distance_to_goal_after_the_scaled_clipped_move() -> None:
     tasks = _tasks()
     batch = _sample(seed=2)
     obs = batch.obs.double()
-    moves = batch.actions.double().clamp(-MAX_STEP, MAX_STEP)
+    moves = MAX_STEP * batch.actions.double().clamp(-1.0, 1.0)
     goals = torch.tensor([t.goal for t in tasks], dtype=torch.float64).view(N, 1, 2)
     for t in range(T - 1):
         new_pos = obs[:, :, t] + moves[:, :, t]
