@@ -1,0 +1,39 @@
+"""device=cuda gives the numbers device=cpu gives (skipped where no CUDA device is present).
+
+Action noise is drawn from the sampler's CPU generator on both devices, so the two runs see the
+same random numbers and may differ only by floating-point rounding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+import torch
+from omegaconf import DictConfig
+
+from metarl_cli.commands.train import build_experiment, run_meta_test
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+
+TINY = ("meta_batch_size=4", "algo.rollouts_per_task=5", "eval.num_tasks=4", "eval.rollouts=5",
+        "env.horizon=20", "model.hidden_sizes=[16,16]")
+
+
+@pytest.mark.parametrize("overrides", [("env=point_nav",), ("env=halfcheetah_vel",),
+                                       ("env=point_nav", "algo.outer_step=vpg")])
+def test_cuda_run_matches_cpu_run(compose_config: Callable[..., DictConfig],
+                                  overrides: tuple[str, ...]) -> None:
+    results = {}
+    for device in ("cpu", "cuda"):
+        cfg = compose_config(*TINY, *overrides, f"device={device}")
+        exp = build_experiment(cfg)
+        metrics = exp.learner.train_step(exp.task_sets.train_batch(cfg.meta_batch_size))
+        curve = run_meta_test(exp, cfg, 1)
+        params = torch.cat([p.detach().cpu().flatten() for p in exp.learner.policy.parameters()])
+        assert all(p.device.type == device for p in exp.learner.policy.parameters())
+        results[device] = (metrics, curve, params)
+    (m_cpu, c_cpu, p_cpu), (m_gpu, c_gpu, p_gpu) = results["cpu"], results["cuda"]
+    torch.testing.assert_close(p_gpu, p_cpu, atol=1e-4, rtol=1e-3)
+    assert m_gpu["meta_train/return_pre"] == pytest.approx(m_cpu["meta_train/return_pre"], rel=1e-3)
+    assert c_gpu.mean.tolist() == pytest.approx(c_cpu.mean.tolist(), rel=1e-2, abs=1e-2)
