@@ -1,12 +1,14 @@
 """device=cuda gives the numbers device=cpu gives (skipped where no CUDA device is present).
 
 Action noise is drawn from the sampler's CPU generator on both devices, so the two runs see the
-same random numbers and may differ only by floating-point rounding.
+same random numbers and may differ only by floating-point rounding. The comparison runs in double
+precision: in single precision, TRPO's conjugate gradient and the chaotic MuJoCo dynamics amplify
+rounding differences between the devices far beyond what a tight tolerance allows.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 import torch
@@ -20,6 +22,15 @@ TINY = ("meta_batch_size=4", "algo.rollouts_per_task=5", "eval.num_tasks=4", "ev
         "env.horizon=20", "model.hidden_sizes=[16,16]")
 
 
+@pytest.fixture
+def double_precision() -> Iterator[None]:
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)
+
+
+@pytest.mark.usefixtures("double_precision")
 @pytest.mark.parametrize("overrides", [("env=point_nav",), ("env=halfcheetah_vel",),
                                        ("env=point_nav", "algo.outer_step=vpg")])
 def test_cuda_run_matches_cpu_run(compose_config: Callable[..., DictConfig],
@@ -34,6 +45,6 @@ def test_cuda_run_matches_cpu_run(compose_config: Callable[..., DictConfig],
         assert all(p.device.type == device for p in exp.learner.policy.parameters())
         results[device] = (metrics, curve, params)
     (m_cpu, c_cpu, p_cpu), (m_gpu, c_gpu, p_gpu) = results["cpu"], results["cuda"]
-    torch.testing.assert_close(p_gpu, p_cpu, atol=1e-4, rtol=1e-3)
-    assert m_gpu["meta_train/return_pre"] == pytest.approx(m_cpu["meta_train/return_pre"], rel=1e-3)
-    assert c_gpu.mean.tolist() == pytest.approx(c_cpu.mean.tolist(), rel=1e-2, abs=1e-2)
+    torch.testing.assert_close(p_gpu, p_cpu, atol=1e-8, rtol=1e-6)
+    assert m_gpu["meta_train/return_pre"] == pytest.approx(m_cpu["meta_train/return_pre"], rel=1e-8)
+    assert c_gpu.mean.tolist() == pytest.approx(c_cpu.mean.tolist(), rel=1e-6)
