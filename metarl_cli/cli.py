@@ -7,12 +7,17 @@ import sys
 
 COMMANDS = {
     "train": ("metarl_cli.commands.train", "meta-train and meta-test a learner (Hydra overrides)"),
+    "eval": ("metarl_cli.commands.eval", "meta-test a saved run again: eval run=<run dir> [...]"),
+    "plot": ("metarl_cli.commands.plot", "compare runs/sweeps: curves with 95% CIs, CSV, table"),
     "list": ("metarl_cli.commands.list", "show the config groups and their choices"),
 }
 
 USAGE = "usage: metarl <command> [overrides...]\n\ncommands:\n" + "\n".join(
     f"  {name:<8}{help_}" for name, (_, help_) in COMMANDS.items()
-) + "\n\nexample: metarl train algo=maml env=halfcheetah_vel seed=1"
+) + (
+    "\n\nexamples:\n  metarl train algo=maml env=halfcheetah_vel seed=1"
+    "\n  metarl eval run=outputs/<date>/<time> eval.num_tasks=40"
+    "\n  metarl plot multirun/<date>/<time> --out comparison.png")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -45,6 +45,14 @@ def test_paper_settings_follow_the_env_choice(compose_config: Callable[..., Dict
     assert compose_config("env=halfcheetah_dir", "algo.max_kl=0.05").algo.max_kl == 0.05
 
 
+
+@pytest.mark.parametrize("algo", ["promp", "emaml", "reptile"])
+def test_gradient_based_algos_get_the_maml_protocol_on_point_nav(
+        compose_config: Callable[..., DictConfig], algo: str) -> None:
+    nav = compose_config(f"algo={algo}")
+    assert (nav.algo.inner_lr, nav.meta_batch_size, nav.eval.rollouts) == (0.5, 20, 40)
+    assert compose_config(f"algo={algo}", "env=halfcheetah_dir").iterations == 100
+
 @pytest.mark.parametrize(("override", "message"), [
     ("+algo.inner_lrr=0.1", "algo.inner_lrr: unknown key"),
     ("algo.inner_lr=fast", "algo.inner_lr: expected float"),

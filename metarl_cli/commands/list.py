@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from metarl_cli.core.paths import CONFIG_DIR
 
-GROUPS = ("algo", "env", "model", "optimizer", "sampler", "logger", "experiment")
+GROUPS = ("algo", "env", "model", "optimizer", "sampler", "logger", "experiment",
+          "hydra/launcher", "hydra/sweeper")  # presets of the launcher/sweeper plugin extras
 
 
 def describe(path: str) -> str:

@@ -3,11 +3,17 @@
 All N tasks x R rollouts run together in one batched environment: one policy forward per time
 step for the whole batch, no worker processes. The sampler owns the random generators for
 environment resets and action noise, so a run is repeatable and resumable.
+
+The policy runs on one torch thread while sampling. Its forward on a few hundred observations
+is too small to gain from more, and idle torch worker threads spin on the cores for a while
+after each forward, which halved the speed of the physics threads on a 2-core machine. It also
+makes the sampled episodes independent of the ``torch_threads`` setting.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, Protocol
 
 import numpy as np
@@ -37,6 +43,10 @@ class Sampler:
 
         Tensors come back in torch's default dtype, on the sampler's device.
         """
+        with _torch_threads(1):
+            return self._sample(policy, tasks, rollouts)
+
+    def _sample(self, policy: TaskPolicy, tasks: Sequence[Any], rollouts: int) -> EpisodeBatch:
         n, t_max = len(tasks), self.horizon
         dtype = torch.get_default_dtype()
         b = n * rollouts
@@ -45,8 +55,8 @@ class Sampler:
         obs_buf = np.zeros((t_max, b, obs.shape[-1]))
         rewards = np.zeros((t_max, b))
         mask = np.zeros((t_max, b))
-        actions: list[torch.Tensor] = []
-        log_probs: list[torch.Tensor] = []
+        actions: torch.Tensor | None = None  # (T, N, R, ...) once the first action's shape is known
+        log_probs = torch.zeros((t_max, n, rollouts), dtype=dtype, device=self.device)
         alive = np.ones(b, dtype=bool)
         for t in range(t_max):
             obs_buf[t] = obs
@@ -54,17 +64,17 @@ class Sampler:
             obs_t = torch.from_numpy(obs_buf[t]).to(self.device, dtype).view(n, rollouts, -1)
             with torch.no_grad():
                 action, log_prob = policy.act(obs_t, self.generator)
-            actions.append(action)
-            log_probs.append(log_prob)
-            flat_action = action.reshape(b, *action.shape[2:]).cpu().numpy()
-            obs, reward, terminated = self.env.step(flat_action)
+            if actions is None:  # padding after early termination stays zero, as the mask says
+                actions = action.new_zeros((t_max, *action.shape))
+            actions[t] = action
+            log_probs[t] = log_prob
+            obs, reward, terminated = self.env.step(action.reshape(b, *action.shape[2:]).cpu()
+                                                    .numpy())
             rewards[t] = reward * alive
             alive &= ~terminated
             if not alive.any():
                 break
-        for _ in range(len(actions), t_max):  # all episodes ended early: pad with masked steps
-            actions.append(torch.zeros_like(actions[0]))
-            log_probs.append(torch.zeros_like(log_probs[0]))
+        assert actions is not None  # horizon >= 1
 
         def episodes_first(x: torch.Tensor) -> torch.Tensor:  # (T, B, ...) -> (N, R, T, ...)
             x = x.to(self.device, dtype).reshape(t_max, n, rollouts, *x.shape[2:])
@@ -73,10 +83,10 @@ class Sampler:
         return EpisodeBatch(
             tasks=list(tasks),
             obs=episodes_first(torch.from_numpy(obs_buf)),
-            actions=torch.stack(actions).movedim(0, 2).contiguous(),
+            actions=actions.movedim(0, 2).contiguous(),
             rewards=episodes_first(torch.from_numpy(rewards)),
             mask=episodes_first(torch.from_numpy(mask)),
-            log_probs=torch.stack(log_probs).movedim(0, 2).contiguous(),
+            log_probs=log_probs.movedim(0, 2).contiguous(),
         )
 
     def state_dict(self) -> dict[str, Any]:
@@ -85,3 +95,16 @@ class Sampler:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.rng.bit_generator.state = state["rng"]
         self.generator.set_state(state["generator"])
+
+
+@contextmanager
+def _torch_threads(num_threads: int) -> Iterator[None]:
+    """Run a block with ``num_threads`` torch intra-op threads, then restore the setting."""
+    before = torch.get_num_threads()
+    if before != num_threads:
+        torch.set_num_threads(num_threads)
+    try:
+        yield
+    finally:
+        if before != num_threads:
+            torch.set_num_threads(before)

@@ -3,7 +3,13 @@
 A task family is a gymnasium environment with two extra methods, ``sample_tasks(n, rng)`` and
 ``set_task(task)``. Its batched form holds B environments (one task each, tasks repeated for
 several rollouts) and steps them together; families without a fast batched form are batched by
-:class:`SerialBatch`, which steps ordinary single environments one after another.
+:class:`SerialBatch`, which steps ordinary single environments one after another. Any registered
+gymnasium id whose environment has the task API goes through the sampler that way with
+:func:`gymnasium_family`, e.g. in an env config::
+
+    family:
+      _target_: metarl_cli.envs.base.gymnasium_family
+      env_id: metarl/PointNav-v0
 """
 
 from __future__ import annotations
@@ -86,3 +92,25 @@ class SerialBatch:
         rewards = np.array([r[1] for r in results], dtype=np.float64)
         terminated = np.array([r[2] for r in results], dtype=bool)
         return obs, rewards, terminated
+
+    def close(self) -> None:
+        for env in self._envs:
+            env.close()  # type: ignore[attr-defined]
+
+
+def gymnasium_family(env_id: str, **env_kwargs: Any) -> SerialBatch:
+    """The generic batched form of the registered gymnasium environment ``env_id`` (made with
+    ``env_kwargs``), which must have the task API. Its wrappers are dropped: the sampler runs a
+    fixed horizon and needs ``sample_tasks``/``set_task`` on the environment itself."""
+
+    def make() -> TaskEnv:
+        try:
+            env = gym.make(env_id, **env_kwargs).unwrapped
+        except gym.error.Error as error:
+            raise ValueError(f"env_id: cannot make {env_id!r} ({error})") from error
+        if not isinstance(env, TaskEnv):
+            raise ValueError(f"env_id: {env_id!r} has no task API (sample_tasks(n, rng) and "
+                             "set_task(task)); wrap it in a task family first")
+        return env
+
+    return SerialBatch(make)

@@ -212,7 +212,8 @@ class _TaskStep:
 
     _task_type: ClassVar[type]
     _task_term: ClassVar[Callable[..., np.ndarray]]
-    uses_contacts: ClassVar[bool]
+    uses_contacts: ClassVar[bool]  # reads cfrc_ext (after mj_rnePostConstraint)
+    uses_body_positions: ClassVar[bool]  # reads xpos
     data: mujoco.MjData
     frame_skip: int
     dt: float
@@ -245,6 +246,7 @@ class _CheetahTaskEnv(_TaskStep, HalfCheetahEnv):
     """HalfCheetah-v5's model, reset and observation; the reward is the task family's."""
 
     uses_contacts = False
+    uses_body_positions = False
 
     def __init__(self, ctrl_cost_weight: float, reset_noise_scale: float,
                  render_mode: str | None) -> None:
@@ -271,6 +273,7 @@ class _AntTaskEnv(_TaskStep, AntEnv):
     """Ant-v5's model, reset and observation; reward and termination are the task family's."""
 
     uses_contacts = True
+    uses_body_positions = True
 
     def __init__(self, ctrl_cost_weight: float, contact_cost_weight: float,
                  survive_reward: float, healthy_z_range: tuple[float, float],
@@ -408,17 +411,21 @@ class AntGoalEnv(_AntTaskEnv):
 class MujocoBatch:
     """B ``MjData`` of one model, stepped in threads, their state gathered into arrays.
 
-    The arrays ``qpos`` (B, nq), ``qvel`` (B, nv), ``xpos`` (B, nbody, 3) and, when
-    ``contacts`` is set, ``cfrc_ext`` (B, nbody, 6; otherwise (B, 0, 6)) are preallocated and
-    overwritten after each reset and step. Each thread steps a contiguous slice of the batch.
+    The arrays ``qpos`` (B, nq), ``qvel`` (B, nv) and, when asked for, ``xpos`` (B, nbody, 3;
+    otherwise (B, 0, 3)) and ``cfrc_ext`` (B, nbody, 6; otherwise (B, 0, 6)) are preallocated
+    and overwritten after each reset and step. Each thread steps a contiguous slice of the batch
+    (results do not depend on the number of threads: each environment is stepped on its own
+    ``MjData`` by the same calls). Copying only what the family reads keeps the Python work per
+    environment, which holds the GIL, small next to the physics.
     """
 
     def __init__(self, xml_path: str, frame_skip: int, contacts: bool,
-                 num_threads: int | None = None) -> None:
+                 num_threads: int | None = None, body_positions: bool = True) -> None:
         check_positive("frame_skip", frame_skip)
         self.model = mujoco.MjModel.from_xml_path(xml_path)
         self.frame_skip = frame_skip
         self.contacts = contacts
+        self.body_positions = body_positions
         self.num_threads = _check_num_threads(num_threads)
         self._datas: list[mujoco.MjData] = []
         self._pool: ThreadPoolExecutor | None = None
@@ -433,7 +440,7 @@ class MujocoBatch:
                        for d in self._datas[:batch_size]]
         self.qpos = np.zeros((batch_size, m.nq))
         self.qvel = np.zeros((batch_size, m.nv))
-        self.xpos = np.zeros((batch_size, m.nbody, 3))
+        self.xpos = np.zeros((batch_size, m.nbody if self.body_positions else 0, 3))
         self.cfrc_ext = np.zeros((batch_size, m.nbody if self.contacts else 0, 6))
         n = min(self.num_threads, batch_size)
         self._slices = [(i * batch_size // n, (i + 1) * batch_size // n) for i in range(n)]
@@ -479,7 +486,8 @@ class MujocoBatch:
                 d_cfrc: np.ndarray) -> None:
         self.qpos[i] = d_qpos
         self.qvel[i] = d_qvel
-        self.xpos[i] = d_xpos
+        if self.body_positions:
+            self.xpos[i] = d_xpos
         if self.contacts:
             self.cfrc_ext[i] = d_cfrc
 
@@ -495,12 +503,17 @@ class _BatchedFamily:
         self.observation_space = single.observation_space
         self.action_space = single.action_space
         self._physics = MujocoBatch(single.fullpath, single.frame_skip, single.uses_contacts,
-                                    num_threads)
+                                    num_threads, single.uses_body_positions)
         self._targets: np.ndarray | None = None
 
     @property
     def num_threads(self) -> int:
         return self._physics.num_threads
+
+    @property
+    def physics(self) -> MujocoBatch:
+        """The batched physics (model, frame skip and the state arrays), e.g. for benchmarks."""
+        return self._physics
 
     def sample_tasks(self, n: int, rng: np.random.Generator) -> list[Any]:
         return self._single.sample_tasks(n, rng)

@@ -16,7 +16,9 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+from metarl_cli.algos import maml as maml_module
 from metarl_cli.algos.maml import MAML
+from metarl_cli.core.adaptation import inner_step
 from metarl_cli.core.evaluation import AdaptationCurve, meta_test
 from metarl_cli.core.functional import Params, PerTaskPolicy
 from metarl_cli.core.returns import policy_gradient_advantages
@@ -78,7 +80,7 @@ def test_inner_step_equals_a_manual_sgd_step(tasks, step: int, lr: float) -> Non
     batch = sample(maml, tasks)
     adv = policy_gradient_advantages(batch, GAMMA, LAMBDA)
     theta = {n: p.detach().clone().requires_grad_() for n, p in maml.policy.named_parameters()}
-    adapted = maml._inner_step(per_task(theta), batch, adv, step, False)
+    adapted = inner_step(maml.policy, per_task(theta), batch, adv, maml._step_size(step), False)
     for i in range(NUM_TASKS):
         manual = copy.deepcopy(maml.policy)
         pg_loss(manual, batch.task(i), adv[i : i + 1]).backward()
@@ -97,7 +99,8 @@ def meta_objective(maml: MAML, theta: Params, inner: EpisodeBatch, inner_adv: to
                    post: EpisodeBatch, post_adv: torch.Tensor, create_graph: bool
                    ) -> torch.Tensor:
     """f(theta): post-adaptation loss, averaged over tasks, of theta - lr grad L_inner(theta)."""
-    adapted = maml._inner_step(per_task(theta), inner, inner_adv, 0, create_graph)
+    adapted = inner_step(maml.policy, per_task(theta), inner, inner_adv, maml._step_size(0),
+                         create_graph)
     losses = []
     for i in range(NUM_TASKS):
         out = functional_call(maml.policy, {n: p[i] for n, p in adapted.items()},
@@ -217,6 +220,78 @@ def test_trpo_train_step_with_zero_advantages_skips_the_update(tasks) -> None:
                                                           strict=True))
 
 
+def test_ppo_train_step_takes_several_clipped_adam_steps(tasks) -> None:
+    maml = make_maml(outer_step="ppo", ppo_epochs=4, clip_eps=0.2, optimizer=Adam)
+    before = {n: p.detach().clone() for n, p in maml.policy.named_parameters()}
+    metrics = maml.train_step(tasks)
+    assert {"loss/surrogate_before", "optim/kl", "meta_train/return_post"} <= metrics.keys()
+    assert abs(metrics["loss/surrogate_before"]) < 1e-5  # mean normalised advantage
+    assert metrics["optim/kl"] > 0
+    moved = 0.0
+    for name, p in maml.policy.named_parameters():
+        step = (p.detach() - before[name]).abs().max().item()
+        assert step <= 4 * 1.01e-3, name  # at most 4 Adam steps of about lr each
+        moved = max(moved, step)
+    assert moved > 1.5e-3  # more than one step's worth
+
+
+def test_ppo_loss_is_the_clipped_surrogate(tasks, monkeypatch) -> None:
+    seen: list[float | None] = []
+    original = maml_module.surrogate_loss
+
+    def spy(ratio, advantages, mask, clip_eps=None):
+        seen.append(clip_eps)
+        return original(ratio, advantages, mask, clip_eps)
+
+    monkeypatch.setattr(maml_module, "surrogate_loss", spy)
+    make_maml(outer_step="ppo", ppo_epochs=3, clip_eps=0.15, optimizer=Adam).train_step(tasks)
+    assert seen == [0.15, 0.15, 0.15]
+
+
+# ------------------------------------------------------------------- step-size schedules
+def test_inner_lrs_give_each_adaptation_step_its_own_rate(tasks) -> None:
+    maml = make_maml(inner_lrs=[0.2, 0.05])
+    policy = maml.exploration_policy(NUM_TASKS)
+    batch = maml.sampler.sample(policy, tasks, ROLLOUTS)
+    base = make_maml(inner_lr=1.0, later_lr_scale=1.0).adapt(policy, batch)
+    for step, lr in [(0, 0.2), (1, 0.05), (4, 0.05)]:
+        adapted = maml.adapt(PerTaskPolicy(policy.policy, policy.params, step=step), batch)
+        for name, p in policy.params.items():
+            torch.testing.assert_close(adapted.params[name] - p, lr * (base.params[name] - p),
+                                       atol=1e-7, rtol=1e-5)
+
+
+@pytest.mark.parametrize(("outer_step", "first_order"),
+                         [("trpo", False), ("vpg", False), ("vpg", True)])
+def test_learned_step_sizes_are_meta_trained_saved_and_used(tasks, outer_step: str,
+                                                            first_order: bool) -> None:
+    maml = make_maml(learn_inner_lr=True, inner_lr=0.3, outer_step=outer_step,
+                     first_order=first_order, optimizer=Adam)
+    assert maml.step_sizes is not None
+    metrics = maml.train_step(tasks)
+    if outer_step == "trpo":
+        assert metrics["optim/accepted"] == 1.0
+    sizes = maml.step_sizes.for_step(0)
+    assert any(not torch.all(s == 0.3) for s in sizes.values()), "step sizes should be trained"
+    # meta-test adaptation uses them, entry by entry: p - size * grad
+    policy = maml.exploration_policy(NUM_TASKS)
+    batch = maml.sampler.sample(policy, tasks, ROLLOUTS)
+    unit = make_maml(maml.policy, inner_lr=1.0, later_lr_scale=1.0).adapt(policy, batch)
+    adapted = maml.adapt(policy, batch)
+    later = maml.adapt(PerTaskPolicy(policy.policy, policy.params, step=3), batch)
+    for name, p in policy.params.items():
+        expected = p + sizes[name].detach() * (unit.params[name] - p)
+        torch.testing.assert_close(adapted.params[name], expected, atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(later.params[name], expected, atol=1e-6, rtol=1e-5)
+    state = copy.deepcopy(maml.state_dict())
+    fresh = make_maml(make_policy(seed=1), learn_inner_lr=True, outer_step=outer_step,
+                      optimizer=Adam)
+    fresh.load_state_dict(state)
+    assert fresh.step_sizes is not None
+    for name, s in fresh.step_sizes.for_step(0).items():
+        assert torch.equal(s, sizes[name])
+
+
 # ---------------------------------------------------------------------------- adaptation
 def test_adapt_increments_step_and_adapts_each_task_differently(tasks) -> None:
     maml = make_maml()
@@ -277,6 +352,10 @@ def test_state_dict_round_trips_policy_and_optimizer(tasks) -> None:
     ({"gae_lambda": 0.0}, "gae_lambda"),
     ({"max_kl": -1.0}, "max_kl"),
     ({"outer_step": "vpg"}, "optimizer"),
+    ({"outer_step": "ppo"}, "optimizer"),
+    ({"ppo_epochs": 0}, "ppo_epochs"),
+    ({"clip_eps": 1.5}, "clip_eps"),
+    ({"inner_lrs": [0.1, 0.0]}, "inner_lrs"),
 ])
 def test_bad_constructor_values_raise_value_error_naming_the_parameter(kwargs, name) -> None:
     with pytest.raises(ValueError, match=name):

@@ -3,13 +3,31 @@
 from __future__ import annotations
 
 import json
+import math
+import os
+import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import DictConfig
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from metarl_cli.commands.train import (
+    RunFault,
+    StopRequest,
+    build_experiment,
+    check_finite,
+    checkpoint_state,
+    restore,
+    run_meta_test,
+    train,
+)
+from metarl_cli.core.build import ConfigError
+from metarl_cli.core.checkpoint import Checkpoint, load_checkpoint
 
 TINY = ["iterations=2", "eval_every=1", "meta_batch_size=3", "algo.rollouts_per_task=4",
         "eval.num_tasks=3", "eval.rollouts=4", "eval.steps=2", "env.horizon=20"]
@@ -105,4 +123,101 @@ def test_list_and_module_entry_point(tmp_path: Path) -> None:
 def test_train_help_shows_the_groups(tmp_path: Path) -> None:
     result = metarl("train", "--help", cwd=tmp_path)
     assert result.returncode == 0
-    assert "algo: maml" in result.stdout and "env:" in result.stdout
+    assert "algo: " in result.stdout and "maml" in result.stdout and "env:" in result.stdout
+
+
+# --- reliability: numerical faults, skipped updates, signals, multirun, foreign checkpoints ---
+IN_PROCESS = ["iterations=2", "meta_batch_size=2", "algo.rollouts_per_task=4",
+              "eval.num_tasks=2", "eval.rollouts=2", "eval.steps=1", "env.horizon=10",
+              "model.hidden_sizes=[8]", "torch_threads=1", "progress=quiet"]
+
+
+def test_a_nan_stops_the_run_naming_iteration_and_quantity(tmp_path: Path) -> None:
+    result = metarl("train", *TINY, "algo.outer_step=vpg", "optimizer=sgd", "optimizer.lr=1e30",
+                    f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: iteration 1: ") and "nan" in last, result.stderr
+    checkpoint = tmp_path / "run" / "checkpoints" / "latest.pt"
+    assert f"the last good checkpoint is {checkpoint} (iteration 0)" in last
+    assert load_checkpoint(checkpoint)["iteration"] == 0
+    assert "Traceback" not in result.stderr
+
+
+def test_check_finite_names_the_quantity(compose_config: Callable[..., DictConfig]) -> None:
+    exp = build_experiment(compose_config(*IN_PROCESS))
+    check_finite(3, {"loss/surrogate_before": 0.5}, exp.learner)
+    with pytest.raises(RunFault, match="iteration 3: loss/surrogate_before is nan"):
+        check_finite(3, {"loss/surrogate_before": math.nan}, exp.learner)
+    with torch.no_grad():
+        exp.learner.policy.log_std[0] = math.inf
+    with pytest.raises(RunFault, match=r"iteration 4: learner\.policy\.log_std holds nan or inf"):
+        check_finite(4, {}, exp.learner)
+
+
+def test_a_rejected_trpo_step_is_reported_and_counted(
+        compose_config: Callable[..., DictConfig], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = compose_config(*IN_PROCESS)
+    original = type(build_experiment(cfg).learner).train_step
+
+    def rejected(self: object, tasks: list[object]) -> dict[str, float]:
+        return original(self, tasks) | {"optim/accepted": 0.0}
+
+    monkeypatch.setattr(type(build_experiment(cfg).learner), "train_step", rejected)
+    train(cfg, tmp_path, {"algo": "maml", "env": "point_nav"}, [])
+    assert "iteration 2: the line search found no acceptable step; the update was skipped" \
+        in capsys.readouterr().err
+    assert json.loads((tmp_path / "summary.json").read_text())["skipped_updates"] == 2
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["optim/accepted"] for r in records if "optim/accepted" in r] == [0.0, 0.0]
+
+
+def test_sigint_is_a_request_to_stop_not_an_exception() -> None:
+    with StopRequest() as stop:
+        os.kill(os.getpid(), signal.SIGINT)
+        assert stop.signum == signal.SIGINT
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_checkpoint_of_another_algorithm_is_refused(
+        compose_config: Callable[..., DictConfig], tmp_path: Path) -> None:
+    cfg = compose_config(*IN_PROCESS)
+    exp = build_experiment(cfg)
+    state = checkpoint_state(exp, cfg, 1, 100, run_meta_test(exp, cfg, 0), {})
+    foreign = Checkpoint(tmp_path / "latest.pt", state | {"algo": "metarl_cli.algos.rl2.RL2"})
+    with pytest.raises(ConfigError, match="was written by algo 'metarl_cli.algos.rl2.RL2', not "
+                                          "'metarl_cli.algos.maml.MAML'"):
+        restore(exp, cfg, foreign)
+    wider = build_experiment(compose_config(*IN_PROCESS, "model.hidden_sizes=[9]"))
+    with pytest.raises(ConfigError, match="latest.pt does not fit this config"):
+        restore(wider, cfg, Checkpoint(tmp_path / "latest.pt", state))
+
+
+def test_multirun_reports_the_failing_job_and_finishes_the_others(tmp_path: Path) -> None:
+    result = metarl("train", "-m", *TINY, "iterations=1", "algo.inner_lr=0.5,-1,0.1",
+                    f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "error: job 1 (" in result.stderr and "inner_lr must be > 0, got -1" in result.stderr
+    assert "error: 1 of 3 multirun jobs failed" in result.stderr
+    assert len(list((tmp_path / "sweep").rglob("summary.json"))) == 2
+
+
+def test_a_failed_checkpoint_write_stops_the_run_keeping_the_last_one(
+        compose_config: Callable[..., DictConfig], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import metarl_cli.commands.train as train_module
+
+    real_save = train_module.save_checkpoint
+
+    def disk_fills_after_iteration_1(state: dict[str, object], path: Path, **kw: bool) -> None:
+        if state["iteration"] >= 2:
+            raise OSError(28, "No space left on device")
+        real_save(state, path, **kw)
+
+    monkeypatch.setattr(train_module, "save_checkpoint", disk_fills_after_iteration_1)
+    with pytest.raises(RunFault, match=r"iteration 2: cannot write a checkpoint .*No space "
+                                       r"left.*last good checkpoint is .*latest.pt \(iteration 1"):
+        train(compose_config(*IN_PROCESS, "iterations=3"), tmp_path,
+              {"algo": "maml", "env": "point_nav"}, [])
+    assert load_checkpoint(tmp_path / "checkpoints" / "latest.pt")["iteration"] == 1

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytest
 import torch
 from torch.distributions import Independent, Normal
 
-from metarl_cli.core.optim import conjugate_gradient, hessian_vector_product, trpo_step
+from metarl_cli.core.optim import (
+    conjugate_gradient,
+    gradient_step_kl_product,
+    hessian_vector_product,
+    trpo_step,
+)
 
 
 def _spd(n: int, seed: int) -> torch.Tensor:
@@ -156,3 +162,65 @@ def test_trpo_step_with_zero_gradient_is_a_no_op(problem) -> None:
     assert out["optim/accepted"] == 0.0
     for p, p0 in zip(problem.params, start, strict=True):
         assert torch.equal(p.detach(), p0)
+
+
+# ------------------------------------------------------------------ KL curvature through a step
+def _one_step_problem(seed: int) -> tuple[list[torch.Tensor], Callable[..., list[torch.Tensor]],
+                                          Callable[[list[torch.Tensor]], torch.Tensor]]:
+    """theta -> per-task adapted params (one gradient step on each task's own policy-gradient
+    loss, a linear-tanh Gaussian policy) and the mean KL from the adapted policies' own
+    distribution, so the KL's gradient vanishes at the start as at a TRPO step's start."""
+    gen = torch.Generator().manual_seed(seed)
+    n, b = 3, 16
+    obs = torch.randn(n, b, 3, generator=gen, dtype=torch.float64)
+    post_obs = torch.randn(n, b, 3, generator=gen, dtype=torch.float64)
+    actions = torch.randn(n, b, 2, generator=gen, dtype=torch.float64)
+    advantages = torch.randn(n, b, generator=gen, dtype=torch.float64)
+    theta = [(0.5 * torch.randn(2, 3, generator=gen, dtype=torch.float64)).requires_grad_(),
+             torch.full((2,), -0.3, dtype=torch.float64, requires_grad=True)]
+
+    def dist(w: torch.Tensor, log_std: torch.Tensor, x: torch.Tensor) -> Independent:
+        mean = torch.tanh(torch.einsum("nij,nbj->nbi", w, x))
+        return Independent(Normal(mean, log_std.exp().unsqueeze(1).expand_as(mean)), 1)
+
+    def adapt(task_params: list[torch.Tensor], second_order: bool = True) -> list[torch.Tensor]:
+        w, log_std = task_params
+        loss = -(dist(w, log_std, obs).log_prob(actions) * advantages).mean(1).sum()
+        grads = torch.autograd.grad(loss, task_params, create_graph=second_order)
+        return [p - 0.3 * g for p, g in zip(task_params, grads, strict=True)]
+
+    start = [p.detach().unsqueeze(0).expand(n, *p.shape).clone().requires_grad_()
+             for p in theta]
+    old = dist(*[t.detach() for t in adapt(start, second_order=False)], post_obs)
+
+    def kl(adapted: list[torch.Tensor]) -> torch.Tensor:
+        return torch.distributions.kl_divergence(old, dist(*adapted, post_obs)).mean()
+
+    return theta, adapt, kl
+
+
+def _expanded(theta: list[torch.Tensor], n: int = 3) -> list[torch.Tensor]:
+    return [p.unsqueeze(0).expand(n, *p.shape) for p in theta]
+
+
+@pytest.mark.parametrize("second_order", [True, False])
+def test_gradient_step_kl_product_equals_the_full_hessian_vector_product(second_order) -> None:
+    theta, adapt, kl = _one_step_problem(seed=5)
+    full = hessian_vector_product(kl(adapt(_expanded(theta), second_order)), theta)
+    task_params = [p.detach().clone().requires_grad_() for p in _expanded(theta)]
+    fast = gradient_step_kl_product(task_params, adapt(task_params, second_order), kl)
+    gen = torch.Generator().manual_seed(6)
+    for _ in range(3):
+        v = torch.randn(8, generator=gen, dtype=torch.float64)
+        expected = full(v)
+        assert expected.abs().max() > 1e-3
+        torch.testing.assert_close(fast(v), expected, rtol=1e-9, atol=1e-12)
+
+
+def test_the_second_order_step_changes_the_curvature() -> None:
+    # guards the test above: the inner step's Hessian really enters the product
+    theta, adapt, kl = _one_step_problem(seed=5)
+    v = torch.randn(8, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+    second = hessian_vector_product(kl(adapt(_expanded(theta), True)), theta)(v)
+    first = hessian_vector_product(kl(adapt(_expanded(theta), False)), theta)(v)
+    assert (second - first).abs().max() > 1e-3 * first.abs().max()

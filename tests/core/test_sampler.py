@@ -1,4 +1,5 @@
-"""The sampler on batched point navigation: shapes, masks, seeding, rewards and log-probs."""
+"""The sampler: shapes, masks, seeding, rewards and log-probs on batched point navigation; the
+generic path for any gymnasium task env; thread counts that must not change the episodes."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from torch import nn
 from metarl_cli.core.functional import broadcast_policy
 from metarl_cli.core.sampler import Sampler
 from metarl_cli.core.types import EpisodeBatch
+from metarl_cli.envs.base import BatchedEnv, gymnasium_family
+from metarl_cli.envs.locomotion import BatchedHalfCheetahVel
 from metarl_cli.envs.point_nav import BatchedPointNav, GoalTask
 from metarl_cli.policies.mlp import mlp_policy
 
@@ -27,7 +30,7 @@ def _tasks(n: int = N) -> list[GoalTask]:
     return BatchedPointNav().sample_tasks(n, np.random.default_rng(123))
 
 
-def _sample(seed: int, env: BatchedPointNav | None = None, tasks: list[GoalTask] | None = None,
+def _sample(seed: int, env: BatchedEnv | None = None, tasks: list[GoalTask] | None = None,
             horizon: int = T) -> EpisodeBatch:
     tasks = _tasks() if tasks is None else tasks
     sampler = Sampler(env or BatchedPointNav(), horizon=horizon, seed=seed)
@@ -117,3 +120,58 @@ def test_log_probs_are_the_policy_log_prob_of_the_stored_actions() -> None:
 def test_horizon_below_one_is_refused() -> None:
     with pytest.raises(ValueError, match="horizon"):
         Sampler(BatchedPointNav(), horizon=0, seed=0)
+
+
+# ---------------------------------------------------------------- generic path and threads
+
+
+def _fields(batch: EpisodeBatch) -> list[torch.Tensor]:
+    return [batch.obs, batch.actions, batch.rewards, batch.mask, batch.log_probs]
+
+
+def test_any_gymnasium_task_env_samples_through_the_generic_path() -> None:
+    # point_nav episodes start at the origin, so the generic path (single environments made
+    # from the gymnasium id, stepped one by one) must give the batched family's episodes
+    tolerance = 0.15  # some episodes terminate, so masks are exercised too
+    tasks = [GoalTask(goal=(0.0, 0.1)), *_tasks()]
+    generic = _sample(seed=7, env=gymnasium_family("metarl/PointNav-v0", tolerance=tolerance),
+                      tasks=tasks)
+    batched = _sample(seed=7, env=BatchedPointNav(tolerance=tolerance), tasks=tasks)
+    assert 0 < batched.mask.mean() < 1
+    assert torch.equal(generic.mask, batched.mask)
+    # the batched family moves by float32 actions in float32 (NumPy 2 keeps the actions' dtype),
+    # the single environment in float64: they agree to float32 rounding
+    for ours, theirs in zip(_fields(generic), _fields(batched), strict=True):
+        torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
+
+
+def test_generic_path_refuses_an_env_without_the_task_api() -> None:
+    with pytest.raises(ValueError, match="env_id: 'Pendulum-v1' has no task API"):
+        gymnasium_family("Pendulum-v1")
+    with pytest.raises(ValueError, match="env_id: cannot make"):
+        gymnasium_family("metarl/NoSuchEnv-v0")
+
+
+def _cheetah_batch(num_threads: int, torch_threads: int) -> EpisodeBatch:
+    family = BatchedHalfCheetahVel(num_threads=num_threads)
+    tasks = family.sample_tasks(2, np.random.default_rng(0))
+    torch.manual_seed(0)
+    policy = mlp_policy(family.observation_space, family.action_space, [16])
+    before = torch.get_num_threads()
+    torch.set_num_threads(torch_threads)
+    try:
+        batch = Sampler(family, horizon=8, seed=3).sample(broadcast_policy(policy, 2), tasks, 3)
+        assert torch.get_num_threads() == torch_threads  # the sampler restores the setting
+    finally:
+        torch.set_num_threads(before)
+        family.close()
+    return batch
+
+
+def test_physics_and_torch_thread_counts_do_not_change_the_episodes() -> None:
+    reference = _cheetah_batch(num_threads=1, torch_threads=1)
+    assert reference.rewards.abs().min() > 0
+    for num_threads, torch_threads in [(2, 1), (4, 1), (3, 2)]:
+        other = _cheetah_batch(num_threads, torch_threads)
+        for ours, theirs in zip(_fields(other), _fields(reference), strict=True):
+            assert torch.equal(ours, theirs), (num_threads, torch_threads)

@@ -205,6 +205,21 @@ def test_batched_results_do_not_depend_on_num_threads(batched_cls: type) -> None
             np.testing.assert_array_equal(x, y)
 
 
+def test_batched_physics_copies_only_what_the_family_reads() -> None:
+    cheetah, ant = BatchedHalfCheetahDir(num_threads=2), BatchedAntGoal(num_threads=2)
+    for family in (cheetah, ant):
+        family.set_tasks(family.sample_tasks(3, np.random.default_rng(0)))
+        family.reset(np.random.default_rng(1))
+        for _ in range(10):  # the ant starts above the floor; it lands within 10 steps
+            family.step(np.zeros((3, family.action_space.shape[0])))
+    assert cheetah.physics.xpos.shape == (3, 0, 3) and cheetah.physics.cfrc_ext.shape == (3, 0, 6)
+    nbody = ant.physics.model.nbody
+    assert ant.physics.xpos.shape == (3, nbody, 3) and ant.physics.cfrc_ext.shape == (3, nbody, 6)
+    assert np.abs(ant.physics.xpos).sum() > 0 and np.abs(ant.physics.cfrc_ext).sum() > 0
+    cheetah.close()
+    ant.close()
+
+
 def test_batched_resizes_and_refuses_bad_input() -> None:
     batched = BatchedHalfCheetahDir(num_threads=2)
     with pytest.raises(RuntimeError, match="set_tasks"):

@@ -1,0 +1,239 @@
+"""``metarl plot <run or sweep dirs...> [--metric last] [--out comparison.png]``.
+
+Compares runs: groups them by their overrides other than the seed (``.hydra/overrides.yaml``),
+then draws, per group, the final adaptation curve (return after k adaptation steps, from
+``summary.json``) and the learning curve (a meta-test return, or any per-iteration metric of
+``metrics.jsonl``, against environment steps), each as the mean (or IQM) over seeds with a
+seeded bootstrap confidence band. The same numbers go to ``<out>.csv`` and a Markdown table in
+``<out>.md``. It reads only our own summary files, never TensorBoard events, so it is fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+
+from metarl_cli.core.stats import ESTIMATORS, bootstrap_ci
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import EngFormatter  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
+
+# Overrides that do not change what a run computes: never a reason to split a group.
+NOT_A_SETTING = ("seed", "torch_threads", "progress", "device", "resume")
+
+
+@dataclass(frozen=True)
+class Run:
+    path: Path
+    settings: tuple[str, ...]        # sorted overrides other than the seed
+    adaptation: np.ndarray           # final meta-test return after k = 0..K adaptation steps
+    learning: dict[int, tuple[int, float]]  # iteration -> (env steps, metric value)
+
+
+@dataclass(frozen=True)
+class Row:
+    """One point of one group's curve: what the CSV and the Markdown table hold."""
+
+    group: str
+    curve: str                       # "adaptation" (x = step k) or "learning" (x = env steps)
+    x: float
+    iteration: int | None
+    runs: int
+    estimate: float
+    low: float
+    high: float
+
+
+class PlotError(ValueError):
+    """Input that cannot be plotted: the message says what to pass instead."""
+
+
+def find_runs(paths: list[Path]) -> list[Path]:
+    """Run directories (those with a summary.json) at or below ``paths``, in order, once each."""
+    found: list[Path] = []
+    for path in paths:
+        if not path.is_dir():
+            raise PlotError(f"{path}: not a directory; pass run or sweep directories")
+        runs = [path] if (path / "summary.json").is_file() else sorted(
+            p.parent for p in path.rglob("summary.json"))
+        if not runs:
+            raise PlotError(f"{path}: no finished run below it (no summary.json); runs that "
+                            "are still going or were killed have none")
+        found += [r for r in runs if r not in found]
+    return found
+
+
+def run_settings(run_dir: Path) -> tuple[str, ...]:
+    path = run_dir / ".hydra" / "overrides.yaml"
+    overrides = [str(o) for o in OmegaConf.load(path)] if path.is_file() else []
+    keep = [o for o in overrides
+            if o.split("=", 1)[0].lstrip("+~") not in NOT_A_SETTING and not o.startswith("hydra")]
+    return tuple(sorted(keep))
+
+
+def metric_value(record: dict[str, object], metric: str) -> float | None:
+    """``metric`` of one metrics.jsonl record: ``last`` / ``step_<k>`` pick a meta-test step."""
+    if metric == "last" or metric.startswith("step_"):
+        returns = record.get("meta_test/return")
+        if not isinstance(returns, list):
+            return None
+        k = -1 if metric == "last" else int(metric.removeprefix("step_"))
+        return float(returns[k]) if -len(returns) <= k < len(returns) else None
+    value = record.get(metric)
+    return float(value) if isinstance(value, int | float) else None
+
+
+def load_run(run_dir: Path, metric: str) -> Run:
+    summary = json.loads((run_dir / "summary.json").read_text())
+    adaptation = np.asarray(summary["meta_test"]["return_mean"], dtype=np.float64)
+    learning: dict[int, tuple[int, float]] = {}
+    metrics_path = run_dir / "metrics.jsonl"
+    if metrics_path.is_file():
+        for line in metrics_path.read_text().splitlines():
+            record = json.loads(line)
+            value = metric_value(record, metric)
+            if value is not None:
+                learning[int(record["iteration"])] = (int(record["env_steps"]), value)
+    return Run(run_dir, run_settings(run_dir), adaptation, learning)
+
+
+def group_runs(runs: list[Run]) -> dict[str, list[Run]]:
+    """Runs that share settings, labelled by the settings that differ between groups."""
+    by_settings: dict[tuple[str, ...], list[Run]] = {}
+    for run in runs:
+        by_settings.setdefault(run.settings, []).append(run)
+    common = set.intersection(*(set(s) for s in by_settings)) if by_settings else set()
+    groups: dict[str, list[Run]] = {}
+    for settings, members in sorted(by_settings.items()):
+        label = ",".join(s for s in settings if s not in common) or "defaults"
+        groups[label] = members
+    return groups
+
+
+def aggregate(groups: dict[str, list[Run]], statistic: str = "mean", confidence: float = 0.95,
+              resamples: int = 10_000, seed: int = 0) -> list[Row]:
+    rows: list[Row] = []
+    for label, runs in groups.items():
+        lengths = {len(r.adaptation) for r in runs}
+        if len(lengths) > 1:
+            raise PlotError(f"group {label!r}: runs have adaptation curves of different lengths "
+                            f"{sorted(lengths)} (eval.steps differs); plot them separately")
+        ci = bootstrap_ci(np.stack([r.adaptation for r in runs]), statistic, confidence,
+                          resamples, seed)
+        rows += [Row(label, "adaptation", k, None, len(runs), *map(float, point))
+                 for k, point in enumerate(zip(ci.estimate, ci.low, ci.high, strict=True))]
+        iterations = sorted(set.intersection(*(set(r.learning) for r in runs)))
+        if not iterations:
+            continue
+        values = np.array([[r.learning[i][1] for i in iterations] for r in runs])
+        steps = np.array([[r.learning[i][0] for i in iterations] for r in runs]).mean(axis=0)
+        ci = bootstrap_ci(values, statistic, confidence, resamples, seed)
+        rows += [Row(label, "learning", float(x), i, len(runs), *map(float, point))
+                 for x, i, point in zip(steps, iterations,
+                                        zip(ci.estimate, ci.low, ci.high, strict=True),
+                                        strict=True)]
+    return rows
+
+
+def write_csv(rows: list[Row], path: Path) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["group", "curve", "x", "iteration", "runs", "estimate", "ci_low",
+                         "ci_high"])
+        for r in rows:
+            writer.writerow([r.group, r.curve, r.x, "" if r.iteration is None else r.iteration,
+                             r.runs, repr(r.estimate), repr(r.low), repr(r.high)])
+
+
+def markdown_table(rows: list[Row], statistic: str, confidence: float) -> str:
+    """Final adaptation curve per group: estimate [low, high] after each adaptation step."""
+    adaptation = [r for r in rows if r.curve == "adaptation"]
+    steps = sorted({int(r.x) for r in adaptation})
+    header = ["group", "runs"] + [f"step {k}" for k in steps]
+    lines = [f"{statistic} over runs, [{confidence:.0%} bootstrap CI]; return after k "
+             "adaptation steps on held-out tasks", "",
+             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for group in dict.fromkeys(r.group for r in adaptation):
+        cells = {int(r.x): f"{r.estimate:.2f} [{r.low:.2f}, {r.high:.2f}]"
+                 for r in adaptation if r.group == group}
+        runs = next(r.runs for r in adaptation if r.group == group)
+        lines.append("| " + " | ".join([f"`{group}`", str(runs)]
+                                       + [cells.get(k, "") for k in steps]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def figure(rows: list[Row], metric: str, statistic: str, confidence: float) -> plt.Figure:
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2), dpi=110)
+    for i, group in enumerate(dict.fromkeys(r.group for r in rows)):
+        color = f"C{i % 10}"
+        for ax, curve in ((left, "adaptation"), (right, "learning")):
+            points = [r for r in rows if r.group == group and r.curve == curve]
+            if not points:
+                continue
+            x = [r.x for r in points]
+            ax.plot(x, [r.estimate for r in points], marker="o", ms=3, color=color,
+                    label=f"{group} (n={points[0].runs})")
+            ax.fill_between(x, [r.low for r in points], [r.high for r in points], color=color,
+                            alpha=0.2, linewidth=0)
+    band = f"{statistic} over seeds, {confidence:.0%} bootstrap CI"
+    left.set(xlabel="adaptation step k", ylabel="return on held-out tasks",
+             title=f"final adaptation curve ({band})")
+    left.xaxis.get_major_locator().set_params(integer=True)
+    y_label = "meta-test return after the last step" if metric == "last" else (
+        f"meta-test return after {metric.replace('_', ' ')}" if metric.startswith("step_")
+        else metric)
+    right.set(xlabel="environment steps", ylabel=y_label, title="learning curve")
+    right.xaxis.set_major_formatter(EngFormatter(sep=""))  # 200k, 1.5M: no overlapping labels
+    left.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    return fig
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="metarl plot", description=__doc__.split("\n\n")[1])
+    parser.add_argument("dirs", nargs="+", type=Path, help="run or sweep directories")
+    parser.add_argument("--metric", default="last",
+                        help="learning-curve quantity: last (meta-test return after the last "
+                             "adaptation step), step_<k>, or a metrics.jsonl key such as "
+                             "meta_train/return_post (default: last)")
+    parser.add_argument("--out", type=Path, default=Path("comparison.png"),
+                        help="figure path; the CSV and Markdown go beside it (default: "
+                             "comparison.png)")
+    parser.add_argument("--estimator", choices=ESTIMATORS, default="mean",
+                        help="mean, or iqm (interquartile mean, robust with few seeds)")
+    parser.add_argument("--confidence", type=float, default=0.95)
+    parser.add_argument("--resamples", type=int, default=10_000, help="bootstrap resamples")
+    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        groups = group_runs([load_run(p, args.metric) for p in find_runs(args.dirs)])
+        rows = aggregate(groups, args.estimator, args.confidence, args.resamples, args.seed)
+    except (PlotError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    if not any(r.curve == "learning" for r in rows):
+        print(f"note: no run has --metric {args.metric!r} in metrics.jsonl; the learning-curve "
+              "panel is empty", file=sys.stderr)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    fig = figure(rows, args.metric, args.estimator, args.confidence)
+    fig.savefig(args.out)
+    plt.close(fig)
+    write_csv(rows, args.out.with_suffix(".csv"))
+    table = markdown_table(rows, args.estimator, args.confidence)
+    args.out.with_suffix(".md").write_text(table)
+    print(table)
+    print(f"{sum(len(g) for g in groups.values())} runs in {len(groups)} groups -> {args.out}, "
+          f"{args.out.with_suffix('.csv')}, {args.out.with_suffix('.md')}")

@@ -1,0 +1,101 @@
+"""`metarl plot` on hand-made run directories: its numbers against hand-computed ones."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from metarl_cli.commands.plot import main
+
+
+def make_run(path: Path, overrides: list[str], final: list[float],
+             tests: list[tuple[int, int, float]]) -> None:
+    """A run directory as metarl train leaves it, with only what plot reads."""
+    (path / ".hydra").mkdir(parents=True)
+    OmegaConf.save(OmegaConf.create(overrides), path / ".hydra" / "overrides.yaml")
+    (path / "summary.json").write_text(json.dumps({"meta_test": {"return_mean": final}}))
+    records = [{"iteration": i, "env_steps": s, "meta_test/return": [v - 1.0, v]}
+               for i, s, v in tests]
+    records += [{"iteration": i, "env_steps": s, "meta_train/return_post": v}
+                for i, s, v in tests if i > 0]
+    (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
+@pytest.fixture
+def sweep(tmp_path: Path) -> Path:
+    root = tmp_path / "sweep"
+    common = ["iterations=10", "torch_threads=1"]
+    make_run(root / "lr=0.1" / "seed=0", [*common, "algo.inner_lr=0.1", "seed=0"],
+             [-12.0, -7.0], [(0, 0, -20.0), (10, 1000, -7.0)])
+    make_run(root / "lr=0.1" / "seed=1", [*common, "algo.inner_lr=0.1", "seed=1"],
+             [-10.0, -5.0], [(0, 0, -22.0), (10, 1200, -5.0)])
+    for seed, value in enumerate([0.0, 0.0, 3.0]):
+        make_run(root / "lr=0.5" / f"seed={seed}", [*common, "algo.inner_lr=0.5", f"seed={seed}"],
+                 [value, 2 * value], [(0, 0, value), (10, 1000, 2 * value)])
+    return root
+
+
+def read_rows(path: Path) -> dict[tuple[str, str, str], dict[str, str]]:
+    with open(path, newline="") as f:
+        return {(r["group"], r["curve"], r["x"]): r for r in csv.DictReader(f)}
+
+
+def test_numbers_match_the_hand_computed_means_and_intervals(sweep: Path, tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]
+                                                             ) -> None:
+    out = tmp_path / "fig" / "cmp.png"
+    main([str(sweep), "--out", str(out)])
+    assert out.stat().st_size > 0
+    rows = read_rows(out.with_suffix(".csv"))
+
+    def numbers(group: str, curve: str, x: str) -> tuple[float, float, float, int]:
+        r = rows[(group, curve, x)]
+        return float(r["estimate"]), float(r["ci_low"]), float(r["ci_high"]), int(r["runs"])
+
+    # Two seeds {a, b}: mean (a+b)/2, bootstrap interval [a, b] (see tests/core/test_stats.py).
+    assert numbers("algo.inner_lr=0.1", "adaptation", "0") == (-11.0, -12.0, -10.0, 2)
+    assert numbers("algo.inner_lr=0.1", "adaptation", "1") == (-6.0, -7.0, -5.0, 2)
+    # Three seeds {0, 0, 3}: mean 1, interval [0, 3]; {0, 0, 6}: mean 2, interval [0, 6].
+    assert numbers("algo.inner_lr=0.5", "adaptation", "0") == (1.0, 0.0, 3.0, 3)
+    assert numbers("algo.inner_lr=0.5", "adaptation", "1") == (2.0, 0.0, 6.0, 3)
+    # Learning curve: x is the mean env steps of the seeds at that meta-test.
+    assert numbers("algo.inner_lr=0.1", "learning", "1100.0") == (-6.0, -7.0, -5.0, 2)
+    assert numbers("algo.inner_lr=0.1", "learning", "0.0") == (-21.0, -22.0, -20.0, 2)
+    table = out.with_suffix(".md").read_text()
+    assert "| `algo.inner_lr=0.1` | 2 | -11.00 [-12.00, -10.00] | -6.00 [-7.00, -5.00] |" in table
+    assert "| `algo.inner_lr=0.5` | 3 | 1.00 [0.00, 3.00] | 2.00 [0.00, 6.00] |" in table
+    assert table in capsys.readouterr().out
+
+
+def test_metric_picks_another_quantity(sweep: Path, tmp_path: Path) -> None:
+    out = tmp_path / "post.png"
+    main([str(sweep), "--metric", "meta_train/return_post", "--out", str(out)])
+    rows = read_rows(out.with_suffix(".csv"))
+    learning = [k for k in rows if k[1] == "learning"]
+    assert sorted(learning) == [("algo.inner_lr=0.1", "learning", "1100.0"),
+                                ("algo.inner_lr=0.5", "learning", "1000.0")]
+    main([str(sweep), "--metric", "step_0", "--out", str(out)])
+    rows = read_rows(out.with_suffix(".csv"))
+    assert float(rows[("algo.inner_lr=0.1", "learning", "1100.0")]["estimate"]) == -7.0
+
+
+def test_single_runs_and_errors(sweep: Path, tmp_path: Path) -> None:
+    out = tmp_path / "one.png"
+    main([str(sweep / "lr=0.1" / "seed=0"), str(sweep / "lr=0.5" / "seed=2"), "--out", str(out)])
+    rows = read_rows(out.with_suffix(".csv"))
+    assert rows[("algo.inner_lr=0.5", "adaptation", "0")]["ci_low"] == "3.0"
+    result = subprocess.run(["metarl", "plot", str(tmp_path / "missing")], capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"error: {tmp_path / 'missing'}: not a directory; pass run " \
+                                    "or sweep directories"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(empty)])
+    assert exit_info.value.code == 2

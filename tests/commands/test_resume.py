@@ -1,0 +1,135 @@
+"""Resume: a run killed at a random moment and resumed ends with the numbers of an
+uninterrupted run, to the bit; SIGTERM stops after the iteration with a checkpoint."""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from metarl_cli.core.checkpoint import load_checkpoint
+
+ITERATIONS = 10
+RUN = [f"iterations={ITERATIONS}", "eval_every=4", "checkpoint_every=5", "meta_batch_size=2",
+       "algo.rollouts_per_task=4", "eval.num_tasks=2", "eval.rollouts=2", "eval.steps=1",
+       "env.horizon=20", "model.hidden_sizes=[16,16]", "torch_threads=1", "progress=lines"]
+TIMING = ("time/", "perf/")
+
+
+def metarl(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["metarl", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=300)
+
+
+def start(*args: str, cwd: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(["metarl", *args], cwd=cwd, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+def wait_for_iteration(proc: subprocess.Popen[str], iteration: int) -> list[str]:
+    """Read the progress lines until iteration ``iteration`` is done."""
+    assert proc.stdout is not None
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if line.startswith(f"iter {iteration:>4}/"):
+            return seen
+    raise AssertionError(f"the run ended before iteration {iteration}:\n" + "".join(seen))
+
+
+def numbers(run_dir: Path) -> dict[str, Any]:
+    """Everything a run computed, without wall-clock timings."""
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    events = EventAccumulator(str(run_dir / "tb")).Reload()
+    scalars = {tag: [(e.step, e.value) for e in events.Scalars(tag)]
+               for tag in events.Tags()["scalars"] if not tag.startswith(TIMING)}
+    summary = json.loads((run_dir / "summary.json").read_text())
+    return {"metrics": [{k: v for k, v in r.items() if not k.startswith(TIMING)}
+                        for r in records],
+            "scalars": scalars, "images": len(events.Images("meta_test/adaptation_curve")),
+            "meta_test": summary["meta_test"], "env_steps": summary["env_steps"]}
+
+
+def assert_same_run(run_dir: Path, reference: Path) -> None:
+    assert numbers(run_dir) == numbers(reference)
+    final, expected = (load_checkpoint(d / "checkpoints" / "latest.pt") for d in
+                       (run_dir, reference))
+    assert final["iteration"] == expected["iteration"] == ITERATIONS
+    for name, tensor in expected["learner"]["policy"].items():
+        assert torch.equal(final["learner"]["policy"][name], tensor), name
+    assert final["sampler"]["rng"] == expected["sampler"]["rng"]
+    assert torch.equal(final["sampler"]["generator"], expected["sampler"]["generator"])
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same run, never interrupted."""
+    tmp = tmp_path_factory.mktemp("reference")
+    result = metarl("train", *RUN, f"hydra.run.dir={tmp / 'run'}", cwd=tmp)
+    assert result.returncode == 0, result.stderr
+    return tmp / "run"
+
+
+def test_sigkill_at_a_random_moment_then_resume_is_bitwise_identical(
+        reference: Path, tmp_path: Path) -> None:
+    seed = random.randrange(10**6)
+    rng = random.Random(seed)
+    run_dir = tmp_path / "run"
+    proc = start("train", *RUN, f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    wait_for_iteration(proc, rng.randint(1, ITERATIONS - 3))
+    time.sleep(rng.uniform(0.0, 0.5))  # anywhere in the next iteration(s), saves included
+    proc.kill()
+    proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, f"random seed {seed}"
+
+    resumed = metarl("train", f"resume={run_dir}", cwd=tmp_path)
+    assert resumed.returncode == 0, f"random seed {seed}: {resumed.stderr}"
+    assert f"resuming {run_dir} at iteration" in resumed.stderr
+    assert_same_run(run_dir, reference)
+
+
+def test_sigterm_checkpoints_then_resume_auto_finishes_identically(
+        reference: Path, tmp_path: Path) -> None:
+    command = ["train", *RUN, "resume=auto"]  # the same line launches and relaunches the run
+    proc = start(*command, cwd=tmp_path)
+    wait_for_iteration(proc, 3)
+    proc.send_signal(signal.SIGTERM)
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, output
+    (run_dir,) = (tmp_path / "outputs").glob("*/*")
+    assert f"resume with: metarl train resume={run_dir}" in output
+    stopped_at = load_checkpoint(run_dir / "checkpoints" / "latest.pt")["iteration"]
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert 3 <= stopped_at < ITERATIONS
+    assert max(r["iteration"] for r in records) == stopped_at  # logs flushed up to the checkpoint
+
+    resumed = metarl(*command, cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming {run_dir} at iteration {stopped_at}" in resumed.stderr
+    assert list((tmp_path / "outputs").glob("*/*")) == [run_dir]
+    assert_same_run(run_dir, reference)
+
+
+def test_resuming_a_finished_run_changes_nothing(reference: Path, tmp_path: Path) -> None:
+    before = numbers(reference)
+    result = metarl("train", f"resume={reference}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert numbers(reference) == before
+
+
+def test_a_resumed_run_keeps_its_settings(reference: Path, tmp_path: Path) -> None:
+    before = sorted(p.relative_to(reference) for p in reference.rglob("*"))
+    result = metarl("train", f"resume={reference}", "seed=5", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"error: resume: seed=5 differs from the settings of "
+                                    f"{reference}"), result.stderr
+    assert "only iterations, torch_threads, progress may change" in result.stderr
+    assert sorted(p.relative_to(reference) for p in reference.rglob("*")) == before
