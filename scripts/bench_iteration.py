@@ -33,7 +33,7 @@ from hydra import compose, initialize_config_dir
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import Episodes, cores, episodes_of, peak_rss_mb, replay_threads  # noqa: E402
 
-from metarl_cli.commands.train import build_experiment  # noqa: E402
+from metarl_cli.commands.experiment import build_experiment  # noqa: E402
 from metarl_cli.core.paths import CONFIG_DIR  # noqa: E402
 from metarl_cli.core.types import EpisodeBatch  # noqa: E402
 

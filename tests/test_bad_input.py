@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from metarl_cli.commands.train import build_experiment, compose_checked, preflight
+from metarl_cli.commands.experiment import build_experiment
+from metarl_cli.commands.preflight import compose_checked, preflight
 from metarl_cli.core.build import ConfigError
 
 # (overrides, the start of the message: the key, then a fragment with the reason or the fix)

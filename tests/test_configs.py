@@ -7,7 +7,7 @@ from collections.abc import Callable
 import pytest
 from omegaconf import DictConfig
 
-from metarl_cli.commands.train import build_experiment
+from metarl_cli.commands.experiment import build_experiment
 from metarl_cli.core.build import ConfigError
 from metarl_cli.core.paths import CONFIG_DIR
 

@@ -18,7 +18,7 @@ import pytest
 import torch
 from omegaconf import DictConfig
 
-from metarl_cli.commands.train import build_experiment, run_meta_test
+from metarl_cli.commands.experiment import build_experiment, run_meta_test
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import pytest
 from omegaconf import DictConfig
 
-from metarl_cli.commands.train import build_experiment, run_meta_test
+from metarl_cli.commands.experiment import build_experiment, run_meta_test
 
 
 @pytest.mark.slow

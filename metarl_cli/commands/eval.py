@@ -21,7 +21,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from metarl_cli.commands.train import build_experiment, format_curve, run_meta_test
+from metarl_cli.commands.experiment import build_experiment, run_meta_test
+from metarl_cli.commands.train import format_curve
 from metarl_cli.core.build import ConfigError, build
 from metarl_cli.core.checkpoint import load_checkpoint
 

@@ -1,76 +1,53 @@
 """``metarl train``: meta-train a learner, meta-testing on held-out tasks as it goes.
 
-The composition root: the only code that reads the config. It builds the task family, policy,
-sampler and learner, then loops meta-iterations, meta-tests every ``eval_every`` iterations
-(and before training and at the end), logs and checkpoints.
+The composition root: the only code that reads the config. It builds the experiment, then loops
+meta-iterations, meta-tests every ``eval_every`` iterations (and before training and at the
+end), logs and checkpoints.
 
 What it promises when things go wrong (docs/RELIABILITY.md lists each promise and its test):
-bad input is refused before anything runs, in one line naming the key (exit code 2), leaving
-no run directory behind; ``resume=<run dir>`` / ``resume=auto`` continues a run in its own
-directory from its newest good checkpoint and ends with the numbers of an uninterrupted run;
-SIGINT/SIGTERM stop after the current iteration with a checkpoint; a NaN or inf stops the run
-naming the iteration and the quantity; in a multirun a failing job is reported and the other
-jobs still run.
+bad input is refused before anything runs (``preflight``); ``resume=<run dir>`` /
+``resume=auto`` continues a run in its own directory (``resume``); SIGINT/SIGTERM and NaN/inf
+stop the run (``core.faults``); in a multirun a failing job is reported and the other jobs
+still run.
 """
 
 from __future__ import annotations
 
-import itertools
 import json
-import math
 import os
-import re
 import signal
 import sys
-import threading
 import time
 import traceback
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import hydra
-import torch
-from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
-from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import Override
-from hydra.errors import HydraException, MissingConfigException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 from tqdm import tqdm
 
+from metarl_cli.commands.experiment import Experiment, build_experiment, run_meta_test
+from metarl_cli.commands.preflight import override_key, preflight
+from metarl_cli.commands.resume import (
+    checkpoint_state,
+    remove_unstarted_run_dir,
+    restore,
+    resumed_config,
+)
 from metarl_cli.core.build import ConfigError, build
-from metarl_cli.core.checkpoint import LATEST, Checkpoint, latest_checkpoint, save_checkpoint
-from metarl_cli.core.evaluation import AdaptationCurve, MetaLearner, meta_test
+from metarl_cli.core.checkpoint import LATEST, latest_checkpoint, save_checkpoint
+from metarl_cli.core.evaluation import AdaptationCurve
+from metarl_cli.core.faults import RunFault, StopRequest, check_finite, numerical_guard
 from metarl_cli.core.logging import LogPoint, RunLogger
 from metarl_cli.core.paths import CONFIG_DIR
 from metarl_cli.core.progress import console_progress, run_summary
-from metarl_cli.core.sampler import Sampler
-from metarl_cli.core.tasks import TaskSets
 
-# Keys a resumed run may change: they alter neither its numbers nor its meaning.
-RESUMABLE_KEYS = ("iterations", "torch_threads", "progress")
 EXIT_BAD_INPUT = 2
 EXIT_FAULT = 1
-STEP_SIZE_HINT = "lower the step sizes (algo.inner_lr, algo.max_kl, optimizer.lr)"
-
-
-class RunFault(RuntimeError):
-    """A started run that cannot go on (NaN/inf, a failed checkpoint write): one line."""
-
-
-@dataclass
-class Experiment:
-    """Everything a run needs, built from one config."""
-
-    learner: MetaLearner
-    sampler: Sampler
-    task_sets: TaskSets
-    family: Any
 
 
 @dataclass
@@ -90,232 +67,6 @@ class _Session:
 
 
 SESSION = _Session()
-
-
-# --- bad input: refused before anything runs ---
-def check_settings(cfg: DictConfig) -> None:
-    """Refuse impossible top-level values before anything is built."""
-    try:
-        OmegaConf.to_container(cfg, resolve=True)
-    except OmegaConfBaseException as error:
-        key = getattr(error, "full_key", None) or "config"
-        raise ConfigError(f"{key}: {_first_line(error)}") from error
-    for key in ("eval_every", "checkpoint_every", "meta_batch_size",
-                "eval.num_tasks", "eval.rollouts", "env.horizon"):
-        value = OmegaConf.select(cfg, key)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ConfigError(f"{key}: expected an integer >= 1, got {value!r}")
-    for key in ("iterations", "eval.steps"):
-        value = OmegaConf.select(cfg, key)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise ConfigError(f"{key}: expected an integer >= 0, got {value!r}")
-    for key in ("seed", "task_seed"):
-        if not isinstance(cfg[key], int) or isinstance(cfg[key], bool) or cfg[key] < 0:
-            raise ConfigError(f"{key}: expected an integer >= 0, got {cfg[key]!r}")
-    threads = cfg.get("torch_threads")
-    if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool)
-                                or threads < 1):
-        raise ConfigError(f"torch_threads: expected an integer >= 1 or null, got {threads!r}")
-    lr = OmegaConf.select(cfg, "optimizer.lr")
-    if lr is not None and (not isinstance(lr, int | float) or isinstance(lr, bool) or lr <= 0):
-        raise ConfigError(f"optimizer.lr: expected a learning rate > 0, got {lr!r}")
-    if cfg.device not in ("cpu", "cuda") and not str(cfg.device).startswith("cuda:"):
-        raise ConfigError(f"device: expected cpu or cuda, got {cfg.device!r}")
-    if str(cfg.device).startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError("device: CUDA is not available on this machine; use device=cpu")
-
-
-def compose_checked(overrides: list[str]) -> DictConfig:
-    """Compose the train config as Hydra will, turning its errors into one-line ConfigErrors."""
-    try:
-        with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-            return compose("train", overrides=overrides)
-    except MissingConfigException as error:
-        missing = str(error.missing_cfg_file or "")
-        group, _, choice = missing.rpartition("/")
-        if group and error.options:
-            raise ConfigError(f"{group}: unknown choice {choice!r} (there is no {missing}.yaml); "
-                              f"choose one of {', '.join(error.options)}") from error
-        raise ConfigError(" ".join(str(error).split("\n")[0].split())) from error
-    except HydraException as error:
-        unknown = re.match(r"Could not override '([^']+)'", str(error))
-        if unknown:
-            raise ConfigError(_unknown_key(unknown.group(1), overrides)) from error
-        ambiguous = re.match(r"Ambiguous value for argument '([^=]+)=([^']*)'", str(error))
-        if ambiguous:
-            key, value = ambiguous.groups()
-            raise ConfigError(f"{key}: ambiguous value {value}; write {key}=[{value}] for a list, "
-                              f"{key}='{value}' for a string, or add -m to sweep") from error
-        lines = [line.strip() for line in str(error).splitlines() if line.strip()
-                 and not line.startswith("See https://")]
-        raise ConfigError("; ".join(lines) or type(error).__name__) from error
-
-
-def _unknown_key(key: str, overrides: list[str]) -> str:
-    """The message for an override of a key the config lacks, listing the keys it has."""
-    others = [o for o in overrides if override_key(o) != key]
-    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose("train", overrides=others)
-    parent, _, name = key.rpartition(".")
-    node = OmegaConf.select(cfg, parent) if parent else cfg
-    if not isinstance(node, DictConfig):
-        return f"{key}: unknown key ({parent or 'the config'} has no key {name!r})"
-    keys = [k for k in node if not str(k).startswith("_")]
-    where = f"keys of {parent}" if parent else "top-level keys"
-    return f"{key}: unknown key; valid {where}: {', '.join(map(str, keys))}"
-
-
-def job_overrides(overrides: list[Override], multirun: bool) -> list[list[str]] | None:
-    """The task overrides of every job this command line will run (None: cannot tell)."""
-    choices: list[list[str]] = []
-    for override in overrides:
-        if not override.is_sweep_override():
-            choices.append([override.input_line])
-        elif multirun and override.is_discrete_sweep():
-            key = override.get_key_element()
-            choices.append([f"{key}={value}" for value in override.sweep_string_iterator()])
-        elif multirun:
-            return None  # interval sweeps: the sweeper picks values (e.g. Optuna)
-        else:
-            choices.append([override.input_line])  # compose explains the ambiguity
-    return [list(job) for job in itertools.product(*choices)]
-
-
-def override_key(override: str) -> str:
-    return override.split("=", 1)[0].lstrip("+~")
-
-
-# --- the experiment ---
-def build_experiment(cfg: DictConfig) -> Experiment:
-    check_settings(cfg)
-    if cfg.torch_threads is not None:
-        torch.set_num_threads(int(cfg.torch_threads))
-    torch.manual_seed(cfg.seed)
-    family = build(cfg.env.family, "env.family")
-    try:
-        task_sets = TaskSets(family, cfg.task_seed, cfg.env.num_train_tasks,
-                             cfg.env.num_test_tasks)
-        task_sets.test_tasks(cfg.eval.num_tasks)
-    except ValueError as error:
-        raise ConfigError(f"env: {error}") from error
-    policy = build(cfg.model, "model", observation_space=family.observation_space,
-                   action_space=family.action_space).to(cfg.device)
-    sampler = Sampler(family, cfg.env.horizon, cfg.seed, cfg.device)
-    optimizer = build(cfg.optimizer, "optimizer")
-    learner = build(cfg.algo, "algo", policy=policy, sampler=sampler, optimizer=optimizer)
-    return Experiment(learner, sampler, task_sets, family)
-
-
-def run_meta_test(exp: Experiment, cfg: DictConfig, iteration: int) -> AdaptationCurve:
-    """Meta-test on the held-out tasks with generators of its own, so it never perturbs
-    training and gives the same numbers for the same checkpoint."""
-    sampler = Sampler(exp.family, cfg.env.horizon, cfg.seed + 1_000_003 * (iteration + 1),
-                      cfg.device)
-    return meta_test(exp.learner, sampler, exp.task_sets.test_tasks(cfg.eval.num_tasks),
-                     cfg.eval.steps, cfg.eval.rollouts)
-
-
-# --- checkpoints: everything a resumed run needs to continue to the bit ---
-def checkpoint_state(exp: Experiment, cfg: DictConfig, iteration: int, env_steps: int,
-                     curve: AdaptationCurve, totals: Mapping[str, float]) -> dict[str, Any]:
-    return {"iteration": iteration, "env_steps": env_steps, "algo": str(cfg.algo._target_),
-            "learner": exp.learner.state_dict(), "sampler": exp.sampler.state_dict(),
-            "task_sets": exp.task_sets.state_dict(), "torch_rng": torch.get_rng_state(),
-            "last_meta_test": {"returns": torch.from_numpy(curve.returns.copy()),
-                               "env_steps": curve.env_steps},
-            "totals": dict(totals)}
-
-
-def restore(exp: Experiment, cfg: DictConfig, ckpt: Checkpoint
-            ) -> tuple[int, int, AdaptationCurve, dict[str, float]]:
-    """Load a checkpoint into ``exp``: iteration, env steps, last meta-test, running totals."""
-    state, algo = ckpt.state, str(cfg.algo._target_)
-    if state.get("algo") != algo:
-        raise ConfigError(f"resume: {ckpt.path} was written by algo {state.get('algo')!r}, "
-                          f"not {algo!r}; resume it with the config of the run that wrote it")
-    if ckpt.iteration > cfg.iterations:
-        raise ConfigError(f"iterations: the run already did {ckpt.iteration} iterations; "
-                          f"give iterations>={ckpt.iteration} to continue it")
-    try:
-        exp.learner.load_state_dict(state["learner"])
-        exp.sampler.load_state_dict(state["sampler"])
-        exp.task_sets.load_state_dict(state["task_sets"])
-        torch.set_rng_state(state["torch_rng"])
-        last = state["last_meta_test"]
-        curve = AdaptationCurve(last["returns"].numpy(), int(last["env_steps"]))
-        totals = {str(k): float(v) for k, v in state["totals"].items()}
-    except (KeyError, RuntimeError, ValueError, TypeError, AttributeError) as error:
-        raise ConfigError(f"resume: {ckpt.path} does not fit this config "
-                          f"({_first_line(error)}); resume it with the config of the run "
-                          "that wrote it") from error
-    return ckpt.iteration, int(state["env_steps"]), curve, totals
-
-
-# --- numerical faults ---
-def check_finite(iteration: int, metrics: Mapping[str, float], learner: MetaLearner) -> None:
-    """Stop on a NaN or inf in a reported quantity or anywhere in the learner's state."""
-    for key, value in metrics.items():
-        if not math.isfinite(value):
-            raise RunFault(f"iteration {iteration}: {key} is {value}; {STEP_SIZE_HINT}")
-    for name, tensor in _tensors(learner.state_dict(), "learner"):
-        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-            raise RunFault(f"iteration {iteration}: {name} holds nan or inf; {STEP_SIZE_HINT}")
-
-
-def _tensors(state: Any, prefix: str) -> Iterator[tuple[str, torch.Tensor]]:
-    if isinstance(state, torch.Tensor):
-        yield prefix, state
-    elif isinstance(state, Mapping):
-        for key, value in state.items():
-            yield from _tensors(value, f"{prefix}.{key}")
-    elif isinstance(state, list | tuple):
-        for i, value in enumerate(state):
-            yield from _tensors(value, f"{prefix}.{i}")
-
-
-@contextmanager
-def numerical_guard(iteration: int, phase: str) -> Iterator[None]:
-    """Numerical failures raised inside (a non-finite TRPO curvature, torch.distributions
-    refusing nan parameters) become a RunFault naming the iteration and the quantity."""
-    try:
-        yield
-    except FloatingPointError as error:
-        raise RunFault(f"iteration {iteration}: {phase}: {_first_line(error)}") from error
-    except ValueError as error:
-        found = re.match(r"Expected parameter (\w+)", str(error))
-        if "invalid values" not in str(error) or not found:
-            raise
-        raise RunFault(f"iteration {iteration}: {phase}: the policy's {found.group(1)} is nan "
-                       f"or inf; {STEP_SIZE_HINT}") from error
-
-
-# --- signals: finish the iteration, checkpoint, then stop ---
-class StopRequest:
-    """SIGINT/SIGTERM ask the run to stop after the current iteration; a second one stops
-    the process at once (checkpoints are atomic, so that is safe too)."""
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> StopRequest:
-        if threading.current_thread() is threading.main_thread():
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                self._previous[signum] = signal.signal(signum, self._handle)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.signum is not None:
-            signal.signal(signum, signal.SIG_DFL)
-            os.kill(os.getpid(), signum)
-            return
-        self.signum = signum
-        os.write(2, f"\n{signal.Signals(signum).name}: stopping after the current iteration "
-                    "(send it again to stop at once)\n".encode())
 
 
 # --- output ---
@@ -443,94 +194,6 @@ def train(cfg: DictConfig, run_dir: Path, choices: Mapping[str, str], overrides:
     return Outcome(curve, iteration)
 
 
-# --- resume: find the run, take back its config ---
-def is_run_dir(path: Path) -> bool:
-    return (path / ".hydra" / "config.yaml").is_file()
-
-
-def find_resumable(resume: str, overrides: list[str], run_dir: str | None) -> Path | None:
-    """The run directory ``resume=`` names, or for ``auto`` the newest run under ./outputs
-    started with the same overrides (None: nothing to resume)."""
-    if resume != "auto":
-        path = Path(resume).expanduser()
-        return path.resolve() if is_run_dir(path) else None
-    if run_dir is not None:
-        return Path(run_dir).resolve() if is_run_dir(Path(run_dir)) else None
-    wanted = sorted(o for o in overrides if override_key(o) != "resume")
-    for path in sorted(Path("outputs").glob("*/*/.hydra/overrides.yaml"), reverse=True):
-        saved = OmegaConf.to_container(OmegaConf.load(path))
-        if isinstance(saved, list) and \
-                sorted(str(o) for o in saved if override_key(str(o)) != "resume") == wanted:
-            return path.parent.parent.resolve()
-    return None
-
-
-def resumed_config(cfg: DictConfig, run_dir: Path, overrides: list[str]
-                   ) -> tuple[DictConfig, dict[str, str], list[str]]:
-    """The run's own config, choices and overrides; only RESUMABLE_KEYS may change (and the
-    change is written back to ``.hydra/``, so that the run keeps describing itself)."""
-    hydra_dir = run_dir / ".hydra"
-    try:
-        saved = OmegaConf.load(hydra_dir / "config.yaml")
-        saved_overrides = [str(o) for o in OmegaConf.load(hydra_dir / "overrides.yaml")]
-        choices = OmegaConf.load(hydra_dir / "hydra.yaml").hydra.runtime.choices
-    except (OSError, OmegaConfBaseException) as error:
-        raise ConfigError(f"resume: cannot read {hydra_dir} ({_first_line(error)}); it is not "
-                          "a complete run directory") from error
-    assert isinstance(saved, DictConfig)
-    changed: dict[str, str] = {}
-    for override in overrides:
-        key = override_key(override)
-        if key == "resume" or override in saved_overrides:
-            continue
-        if key not in RESUMABLE_KEYS:
-            raise ConfigError(f"resume: {override} differs from the settings of {run_dir} (see "
-                              f"its .hydra/overrides.yaml); a resumed run keeps them, only "
-                              f"{', '.join(RESUMABLE_KEYS)} may change")
-        changed[key] = override
-    if changed:
-        for key in changed:
-            OmegaConf.update(saved, key, OmegaConf.select(cfg, key), force_add=True)
-        saved_overrides = [o for o in saved_overrides if override_key(o) not in changed]
-        saved_overrides += list(changed.values())
-        _write_yaml(hydra_dir / "config.yaml", saved)
-        _write_yaml(hydra_dir / "overrides.yaml", OmegaConf.create(saved_overrides))
-    saved.resume = cfg.resume
-    OmegaConf.set_struct(saved, True)
-    return saved, {str(k): str(v) for k, v in choices.items()}, saved_overrides
-
-
-def _write_yaml(path: Path, node: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(OmegaConf.to_yaml(node))
-    os.replace(tmp, path)
-
-
-def remove_unstarted_run_dir(run_dir: Path, job_name: str) -> None:
-    """Delete what Hydra created for a run refused before it started: ``run_dir`` if it holds
-    nothing but Hydra's own files, then its parents left empty, up to the working directory."""
-    if not run_dir.is_dir():
-        return
-    own = {".hydra", ".hydra/config.yaml", ".hydra/hydra.yaml", ".hydra/overrides.yaml",
-           f"{job_name}.log"}
-    entries = list(run_dir.rglob("*"))
-    if any(p.relative_to(run_dir).as_posix() not in own for p in entries):
-        return
-    for path in sorted(entries, key=lambda p: len(p.parts), reverse=True):
-        if path.is_dir():
-            path.rmdir()
-        else:
-            path.unlink()
-    run_dir.rmdir()
-    cwd, parent = Path.cwd().resolve(), run_dir.resolve().parent
-    while cwd in parent.parents:
-        try:
-            parent.rmdir()
-        except OSError:  # not empty: another run lives there
-            break
-        parent = parent.parent
-
-
 # --- entry points ---
 def report_failure(error: BaseException, code: int, multirun: bool, overrides: list[str]) -> None:
     """One ``error:`` line (a traceback first with --verbose or HYDRA_FULL_ERROR=1); exit with
@@ -599,34 +262,6 @@ def hydra_main(cfg: DictConfig) -> float:
     return float(outcome.curve.mean[-1])
 
 
-def preflight(args: list[str], multirun: bool) -> list[str]:
-    """Check the command line before Hydra creates anything; return the overrides that point
-    Hydra at the run to resume (its own directory, its ``.hydra/`` left as it is)."""
-    parser = OverridesParser.create()
-    parsed = []
-    for arg in args:
-        try:
-            parsed += parser.parse_overrides([arg])
-        except HydraException as error:
-            raise ConfigError(f"{arg}: not a valid override ({_first_line(error)}); write "
-                              "key=value, quoting values with spaces or brackets") from error
-    task = [o for o in parsed if not o.is_hydra_override()]
-    resume = next((o for o in reversed(task) if o.key_or_group == "resume"), None)
-    if multirun and resume is not None:
-        raise ConfigError("resume: not available with --multirun; resume each job with "
-                          "metarl train resume=<its directory>")
-    for job in job_overrides(task, multirun) or []:
-        compose_checked(job)
-    if resume is None or resume.value() is None:
-        return []
-    run_dir = next((str(o.value()) for o in parsed if o.key_or_group == "hydra.run.dir"), None)
-    found = find_resumable(str(resume.value()), [o.input_line for o in task], run_dir)
-    if found is None:
-        return []
-    quoted = str(found).replace("\\", "\\\\").replace("'", "\\'")
-    return ["hydra.output_subdir=null"] + ([] if run_dir else [f"hydra.run.dir='{quoted}'"])
-
-
 def main() -> None:
     """``metarl train [--verbose] [-m] [overrides]``: preflight checks, then Hydra."""
     args = sys.argv[1:]
@@ -647,8 +282,3 @@ def main() -> None:
         print(f"error: {len(SESSION.failed)} of {SESSION.jobs} multirun jobs failed (above); "
               "the other jobs finished", file=sys.stderr)
         sys.exit(EXIT_FAULT)
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__

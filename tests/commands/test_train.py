@@ -16,18 +16,12 @@ import torch
 from omegaconf import DictConfig
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from metarl_cli.commands.train import (
-    RunFault,
-    StopRequest,
-    build_experiment,
-    check_finite,
-    checkpoint_state,
-    restore,
-    run_meta_test,
-    train,
-)
+from metarl_cli.commands.experiment import build_experiment, run_meta_test
+from metarl_cli.commands.resume import checkpoint_state, restore
+from metarl_cli.commands.train import train
 from metarl_cli.core.build import ConfigError
 from metarl_cli.core.checkpoint import Checkpoint, load_checkpoint
+from metarl_cli.core.faults import RunFault, StopRequest, check_finite
 
 TINY = ["iterations=2", "eval_every=1", "meta_batch_size=3", "algo.rollouts_per_task=4",
         "eval.num_tasks=3", "eval.rollouts=4", "eval.steps=2", "env.horizon=20"]

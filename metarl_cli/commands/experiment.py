@@ -1,0 +1,54 @@
+"""The experiment: task family, policy, sampler and learner, built from one config."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+
+from metarl_cli.commands.preflight import check_settings
+from metarl_cli.core.build import ConfigError, build
+from metarl_cli.core.evaluation import AdaptationCurve, MetaLearner, meta_test
+from metarl_cli.core.sampler import Sampler
+from metarl_cli.core.tasks import TaskSets
+
+
+@dataclass
+class Experiment:
+    """Everything a run needs, built from one config."""
+
+    learner: MetaLearner
+    sampler: Sampler
+    task_sets: TaskSets
+    family: Any
+
+
+def build_experiment(cfg: DictConfig) -> Experiment:
+    check_settings(cfg)
+    if cfg.torch_threads is not None:
+        torch.set_num_threads(int(cfg.torch_threads))
+    torch.manual_seed(cfg.seed)
+    family = build(cfg.env.family, "env.family")
+    try:
+        task_sets = TaskSets(family, cfg.task_seed, cfg.env.num_train_tasks,
+                             cfg.env.num_test_tasks)
+        task_sets.test_tasks(cfg.eval.num_tasks)
+    except ValueError as error:
+        raise ConfigError(f"env: {error}") from error
+    policy = build(cfg.model, "model", observation_space=family.observation_space,
+                   action_space=family.action_space).to(cfg.device)
+    sampler = Sampler(family, cfg.env.horizon, cfg.seed, cfg.device)
+    optimizer = build(cfg.optimizer, "optimizer")
+    learner = build(cfg.algo, "algo", policy=policy, sampler=sampler, optimizer=optimizer)
+    return Experiment(learner, sampler, task_sets, family)
+
+
+def run_meta_test(exp: Experiment, cfg: DictConfig, iteration: int) -> AdaptationCurve:
+    """Meta-test on the held-out tasks with generators of its own, so it never perturbs
+    training and gives the same numbers for the same checkpoint."""
+    sampler = Sampler(exp.family, cfg.env.horizon, cfg.seed + 1_000_003 * (iteration + 1),
+                      cfg.device)
+    return meta_test(exp.learner, sampler, exp.task_sets.test_tasks(cfg.eval.num_tasks),
+                     cfg.eval.steps, cfg.eval.rollouts)

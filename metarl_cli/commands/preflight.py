@@ -1,0 +1,167 @@
+"""Bad input, refused before anything runs: in one line naming the key (exit code 2).
+
+``preflight`` checks the command line before Hydra creates a run directory (every job of a
+multirun is composed first) and turns ``resume=<run dir>`` / ``resume=auto`` into the
+overrides that point Hydra at the run to continue; ``check_settings`` refuses impossible
+values before the experiment is built.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from pathlib import Path
+
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override
+from hydra.errors import HydraException, MissingConfigException
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from metarl_cli.core.build import ConfigError
+from metarl_cli.core.faults import first_line
+from metarl_cli.core.paths import CONFIG_DIR
+
+
+def check_settings(cfg: DictConfig) -> None:
+    """Refuse impossible top-level values before anything is built."""
+    try:
+        OmegaConf.to_container(cfg, resolve=True)
+    except OmegaConfBaseException as error:
+        key = getattr(error, "full_key", None) or "config"
+        raise ConfigError(f"{key}: {first_line(error)}") from error
+    for key in ("eval_every", "checkpoint_every", "meta_batch_size",
+                "eval.num_tasks", "eval.rollouts", "env.horizon"):
+        value = OmegaConf.select(cfg, key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ConfigError(f"{key}: expected an integer >= 1, got {value!r}")
+    for key in ("iterations", "eval.steps"):
+        value = OmegaConf.select(cfg, key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ConfigError(f"{key}: expected an integer >= 0, got {value!r}")
+    for key in ("seed", "task_seed"):
+        if not isinstance(cfg[key], int) or isinstance(cfg[key], bool) or cfg[key] < 0:
+            raise ConfigError(f"{key}: expected an integer >= 0, got {cfg[key]!r}")
+    threads = cfg.get("torch_threads")
+    if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool)
+                                or threads < 1):
+        raise ConfigError(f"torch_threads: expected an integer >= 1 or null, got {threads!r}")
+    lr = OmegaConf.select(cfg, "optimizer.lr")
+    if lr is not None and (not isinstance(lr, int | float) or isinstance(lr, bool) or lr <= 0):
+        raise ConfigError(f"optimizer.lr: expected a learning rate > 0, got {lr!r}")
+    if cfg.device not in ("cpu", "cuda") and not str(cfg.device).startswith("cuda:"):
+        raise ConfigError(f"device: expected cpu or cuda, got {cfg.device!r}")
+    if str(cfg.device).startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("device: CUDA is not available on this machine; use device=cpu")
+
+
+def compose_checked(overrides: list[str]) -> DictConfig:
+    """Compose the train config as Hydra will, turning its errors into one-line ConfigErrors."""
+    try:
+        with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+            return compose("train", overrides=overrides)
+    except MissingConfigException as error:
+        missing = str(error.missing_cfg_file or "")
+        group, _, choice = missing.rpartition("/")
+        if group and error.options:
+            raise ConfigError(f"{group}: unknown choice {choice!r} (there is no {missing}.yaml); "
+                              f"choose one of {', '.join(error.options)}") from error
+        raise ConfigError(" ".join(str(error).split("\n")[0].split())) from error
+    except HydraException as error:
+        unknown = re.match(r"Could not override '([^']+)'", str(error))
+        if unknown:
+            raise ConfigError(_unknown_key(unknown.group(1), overrides)) from error
+        ambiguous = re.match(r"Ambiguous value for argument '([^=]+)=([^']*)'", str(error))
+        if ambiguous:
+            key, value = ambiguous.groups()
+            raise ConfigError(f"{key}: ambiguous value {value}; write {key}=[{value}] for a list, "
+                              f"{key}='{value}' for a string, or add -m to sweep") from error
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()
+                 and not line.startswith("See https://")]
+        raise ConfigError("; ".join(lines) or type(error).__name__) from error
+
+
+def _unknown_key(key: str, overrides: list[str]) -> str:
+    """The message for an override of a key the config lacks, listing the keys it has."""
+    others = [o for o in overrides if override_key(o) != key]
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=others)
+    parent, _, name = key.rpartition(".")
+    node = OmegaConf.select(cfg, parent) if parent else cfg
+    if not isinstance(node, DictConfig):
+        return f"{key}: unknown key ({parent or 'the config'} has no key {name!r})"
+    keys = [k for k in node if not str(k).startswith("_")]
+    where = f"keys of {parent}" if parent else "top-level keys"
+    return f"{key}: unknown key; valid {where}: {', '.join(map(str, keys))}"
+
+
+def job_overrides(overrides: list[Override], multirun: bool) -> list[list[str]] | None:
+    """The task overrides of every job this command line will run (None: cannot tell)."""
+    choices: list[list[str]] = []
+    for override in overrides:
+        if not override.is_sweep_override():
+            choices.append([override.input_line])
+        elif multirun and override.is_discrete_sweep():
+            key = override.get_key_element()
+            choices.append([f"{key}={value}" for value in override.sweep_string_iterator()])
+        elif multirun:
+            return None  # interval sweeps: the sweeper picks values (e.g. Optuna)
+        else:
+            choices.append([override.input_line])  # compose explains the ambiguity
+    return [list(job) for job in itertools.product(*choices)]
+
+
+def override_key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def preflight(args: list[str], multirun: bool) -> list[str]:
+    """Check the command line before Hydra creates anything; return the overrides that point
+    Hydra at the run to resume (its own directory, its ``.hydra/`` left as it is)."""
+    parser = OverridesParser.create()
+    parsed = []
+    for arg in args:
+        try:
+            parsed += parser.parse_overrides([arg])
+        except HydraException as error:
+            raise ConfigError(f"{arg}: not a valid override ({first_line(error)}); write "
+                              "key=value, quoting values with spaces or brackets") from error
+    task = [o for o in parsed if not o.is_hydra_override()]
+    resume = next((o for o in reversed(task) if o.key_or_group == "resume"), None)
+    if multirun and resume is not None:
+        raise ConfigError("resume: not available with --multirun; resume each job with "
+                          "metarl train resume=<its directory>")
+    for job in job_overrides(task, multirun) or []:
+        compose_checked(job)
+    if resume is None or resume.value() is None:
+        return []
+    run_dir = next((str(o.value()) for o in parsed if o.key_or_group == "hydra.run.dir"), None)
+    found = find_resumable(str(resume.value()), [o.input_line for o in task], run_dir)
+    if found is None:
+        return []
+    quoted = str(found).replace("\\", "\\\\").replace("'", "\\'")
+    return ["hydra.output_subdir=null"] + ([] if run_dir else [f"hydra.run.dir='{quoted}'"])
+
+
+# --- resume=: which run to continue ---
+def is_run_dir(path: Path) -> bool:
+    return (path / ".hydra" / "config.yaml").is_file()
+
+
+def find_resumable(resume: str, overrides: list[str], run_dir: str | None) -> Path | None:
+    """The run directory ``resume=`` names, or for ``auto`` the newest run under ./outputs
+    started with the same overrides (None: nothing to resume)."""
+    if resume != "auto":
+        path = Path(resume).expanduser()
+        return path.resolve() if is_run_dir(path) else None
+    if run_dir is not None:
+        return Path(run_dir).resolve() if is_run_dir(Path(run_dir)) else None
+    wanted = sorted(o for o in overrides if override_key(o) != "resume")
+    for path in sorted(Path("outputs").glob("*/*/.hydra/overrides.yaml"), reverse=True):
+        saved = OmegaConf.to_container(OmegaConf.load(path))
+        if isinstance(saved, list) and \
+                sorted(str(o) for o in saved if override_key(str(o)) != "resume") == wanted:
+            return path.parent.parent.resolve()
+    return None
