@@ -24,6 +24,15 @@ from metarl_cli.envs.base import BatchedEnv
 
 
 class TaskPolicy(Protocol):
+    """Acts for observations of shape (N, R, obs_dim), one row per task and rollout.
+
+    A policy with memory (RL²) may also have ``observe(rewards, ended)``: the sampler calls it
+    after every step with the (N, R) rewards just recorded (0 once an episode is over) and a bool
+    (N, R) tensor that is True at the step where that episode ends (termination or the horizon).
+    Every episode ends exactly once per :meth:`Sampler.sample` call, so the next call starts new
+    episodes for all rows.
+    """
+
     def act(self, obs: torch.Tensor, generator: torch.Generator
             ) -> tuple[torch.Tensor, torch.Tensor]: ...
 
@@ -58,8 +67,9 @@ class Sampler:
         actions: torch.Tensor | None = None  # (T, N, R, ...) once the first action's shape is known
         log_probs = torch.zeros((t_max, n, rollouts), dtype=dtype, device=self.device)
         alive = np.ones(b, dtype=bool)
+        observe = getattr(policy, "observe", None)
+        obs_buf[0] = obs
         for t in range(t_max):
-            obs_buf[t] = obs
             mask[t] = alive
             obs_t = torch.from_numpy(obs_buf[t]).to(self.device, dtype).view(n, rollouts, -1)
             with torch.no_grad():
@@ -70,8 +80,14 @@ class Sampler:
             log_probs[t] = log_prob
             obs, reward, terminated = self.env.step(action.reshape(b, *action.shape[2:]).cpu()
                                                     .numpy())
+            if t + 1 < t_max:  # written before a possible break: next_obs of a terminal step
+                obs_buf[t + 1] = obs
             rewards[t] = reward * alive
+            ended = alive & (terminated | (t == t_max - 1))
             alive &= ~terminated
+            if observe is not None:
+                observe(torch.from_numpy(rewards[t]).to(self.device, dtype).view(n, rollouts),
+                        torch.from_numpy(ended).to(self.device).view(n, rollouts))
             if not alive.any():
                 break
         assert actions is not None  # horizon >= 1
@@ -87,6 +103,7 @@ class Sampler:
             rewards=episodes_first(torch.from_numpy(rewards)),
             mask=episodes_first(torch.from_numpy(mask)),
             log_probs=log_probs.movedim(0, 2).contiguous(),
+            final_obs=torch.from_numpy(obs).to(self.device, dtype).view(n, rollouts, -1),
         )
 
     def state_dict(self) -> dict[str, Any]:

@@ -22,6 +22,14 @@ class EpisodeBatch:
     rewards: torch.Tensor  # (N, R, T)
     mask: torch.Tensor  # (N, R, T)
     log_probs: torch.Tensor  # (N, R, T), under the policy that collected the batch
+    final_obs: torch.Tensor | None = None  # (N, R, obs_dim): the observation after the last step
+
+    def next_obs(self) -> torch.Tensor:
+        """The observation that followed every step, (N, R, T, obs_dim). After an episode's
+        terminating step it is that step's outcome; after the padding it is meaningless (masked)."""
+        if self.final_obs is None:
+            raise ValueError("this batch has no final_obs, so the last step has no next obs")
+        return torch.cat([self.obs[:, :, 1:], self.final_obs.unsqueeze(2)], dim=2)
 
     @property
     def num_steps(self) -> int:
@@ -35,5 +43,6 @@ class EpisodeBatch:
     def task(self, i: int) -> EpisodeBatch:
         """The episodes of task i, keeping a task axis of length 1."""
         s = slice(i, i + 1)
+        final = None if self.final_obs is None else self.final_obs[s]
         return EpisodeBatch([self.tasks[i]], self.obs[s], self.actions[s], self.rewards[s],
-                            self.mask[s], self.log_probs[s])
+                            self.mask[s], self.log_probs[s], final)

@@ -175,3 +175,45 @@ def test_physics_and_torch_thread_counts_do_not_change_the_episodes() -> None:
         other = _cheetah_batch(num_threads, torch_threads)
         for ours, theirs in zip(_fields(other), _fields(reference), strict=True):
             assert torch.equal(ours, theirs), (num_threads, torch_threads)
+
+
+def test_next_obs_is_the_position_after_each_move() -> None:
+    batch = _sample(seed=2)
+    next_obs = batch.next_obs()
+    torch.testing.assert_close(next_obs[:, :, :-1], batch.obs[:, :, 1:])
+    moves = (batch.actions.clamp(-1, 1) * MAX_STEP)
+    torch.testing.assert_close(next_obs, batch.obs + moves)
+
+
+def test_next_obs_of_a_terminal_step_is_its_outcome_even_when_all_stop_early() -> None:
+    batch = _sample(seed=0, env=BatchedPointNav(tolerance=1.0))  # every episode ends at t=0
+    moves = batch.actions[:, :, 0].clamp(-1, 1) * MAX_STEP
+    torch.testing.assert_close(batch.next_obs()[:, :, 0], moves)
+
+
+class _Recorder:
+    """Broadcast policy that records what the sampler tells it after each step."""
+
+    def __init__(self, num_tasks: int) -> None:
+        self.inner = broadcast_policy(_policy(), num_tasks)
+        self.calls: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def act(self, obs: torch.Tensor, generator: torch.Generator
+            ) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.inner.act(obs, generator)
+
+    def observe(self, rewards: torch.Tensor, ended: torch.Tensor) -> None:
+        self.calls.append((rewards.clone(), ended.clone()))
+
+
+def test_observe_gets_the_rewards_and_every_episode_ends_exactly_once() -> None:
+    tasks = [GoalTask(goal=(0.0, 0.0)), GoalTask(goal=(0.9, -0.9))]
+    policy = _Recorder(len(tasks))
+    sampler = Sampler(BatchedPointNav(tolerance=0.15), horizon=T, seed=1)
+    batch = sampler.sample(policy, tasks, R)
+    assert len(policy.calls) == T
+    rewards = torch.stack([r for r, _ in policy.calls], dim=-1)
+    ended = torch.stack([e for _, e in policy.calls], dim=-1)
+    torch.testing.assert_close(rewards, batch.rewards)
+    assert torch.all(ended.sum(-1) == 1)
+    assert torch.all(ended[0, :, 0]) and torch.all(ended[1, :, -1])
