@@ -10,12 +10,13 @@ post-adaptation surrogate; the per-step mean keeps the weight on the surrogate's
 
 Inner loop and outer steps as in MAML: policy-gradient inner steps with the linear baseline,
 ``outer_step="trpo"`` (E-MAML-TRPO, the variant compared in the ProMP paper) or ``"vpg"`` (one
-step of the configured optimizer).
+step of the configured optimizer). TRPO's KL curvature: ``curvature="gradient_step"`` takes
+MAML's cheaper product through the one inner step where that is exact (the KL is MAML's, the
+exploration term does not enter it); the default ``"autograd"`` keeps earlier runs' numbers.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -24,23 +25,29 @@ from torch import nn
 from metarl_cli.core.adaptation import (
     AdaptationData,
     StepSchedule,
-    adapt_policy,
     adaptation_metrics,
-    adapted_params,
+    check_choice,
+    check_non_negative,
+    check_positive,
     likelihood_ratio,
     mean_kl,
-    optimizer_update,
-    sample_and_adapt,
     surrogate_loss,
     task_means,
 )
-from metarl_cli.core.functional import Params, PerTaskPolicy, broadcast_policy, task_distribution
-from metarl_cli.core.optim import trpo_step
-from metarl_cli.core.returns import policy_gradient_advantages
+from metarl_cli.core.functional import Params, PerTaskPolicy, task_distribution
+from metarl_cli.core.gradient_learner import (
+    CURVATURES,
+    AdaptationRule,
+    OptimizerFactory,
+    TrustRegion,
+    load_parts_state_dict,
+    outer_update,
+    parts_state_dict,
+    require_optimizer,
+)
 from metarl_cli.core.sampler import Sampler
 from metarl_cli.core.types import EpisodeBatch
 
-OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 OUTER_STEPS = ("trpo", "vpg")
 
 
@@ -51,51 +58,38 @@ class EMAML:
                  first_order: bool = False, exploration_weight: float = 1.0,
                  outer_step: str = "trpo", max_kl: float = 0.01, cg_iters: int = 10,
                  cg_damping: float = 1e-5, line_search_steps: int = 15,
-                 backtrack_ratio: float = 0.8, gamma: float = 0.99, gae_lambda: float = 1.0,
-                 optimizer: OptimizerFactory | None = None) -> None:
-        if outer_step not in OUTER_STEPS:
-            raise ValueError(f"outer_step must be one of {', '.join(OUTER_STEPS)}, "
-                             f"got {outer_step!r}")
-        for name, value in [("rollouts_per_task", rollouts_per_task),
-                            ("inner_steps", inner_steps), ("max_kl", max_kl),
-                            ("cg_iters", cg_iters), ("line_search_steps", line_search_steps)]:
-            if not value > 0:
-                raise ValueError(f"{name} must be > 0, got {value}")
-        if exploration_weight < 0:
-            raise ValueError(f"exploration_weight must be >= 0, got {exploration_weight}")
-        for name, value in [("backtrack_ratio", backtrack_ratio), ("gamma", gamma),
-                            ("gae_lambda", gae_lambda)]:
-            if not 0 < value <= 1:
-                raise ValueError(f"{name} must be in (0, 1], got {value}")
-        if outer_step == "vpg" and optimizer is None:
-            raise ValueError("outer_step=vpg needs an optimizer (choose one with optimizer=...)")
+                 backtrack_ratio: float = 0.8, curvature: str = "autograd", gamma: float = 0.99,
+                 gae_lambda: float = 1.0, optimizer: OptimizerFactory | None = None) -> None:
+        check_choice("outer_step", outer_step, OUTER_STEPS)
+        check_choice("curvature", curvature, CURVATURES)
+        check_positive(rollouts_per_task=rollouts_per_task, inner_steps=inner_steps)
+        check_non_negative(exploration_weight=exploration_weight)
         self.policy = policy
         self.sampler = sampler
         self.rollouts_per_task = rollouts_per_task
-        self.schedule = StepSchedule(inner_lr, later_lr_scale,
-                                     None if inner_lrs is None else tuple(inner_lrs))
+        self.rule = AdaptationRule(policy, StepSchedule(inner_lr, later_lr_scale, inner_lrs),
+                                   gamma, gae_lambda)
         self.inner_steps = inner_steps
         self.first_order = first_order
         self.exploration_weight = exploration_weight
-        self.outer_step = outer_step
-        self.trpo_args = dict(max_kl=max_kl, cg_iters=cg_iters, cg_damping=cg_damping,
-                              line_search_steps=line_search_steps,
-                              backtrack_ratio=backtrack_ratio)
-        self.gamma, self.gae_lambda = gamma, gae_lambda
-        self.optimizer = optimizer(policy.parameters()) if outer_step == "vpg" else None
+        self.trust_region = TrustRegion(max_kl, cg_iters, cg_damping, line_search_steps,
+                                        backtrack_ratio)
+        self.curvature = curvature
+        self.optimizer = (None if outer_step == "trpo" else
+                          require_optimizer(optimizer, f"outer_step={outer_step}")(
+                              policy.parameters()))
 
     def train_step(self, tasks: list[Any]) -> dict[str, float]:
         # --- inner loop: sample with the current per-task policy, adapt, repeat ---
-        data = sample_and_adapt(self.policy, self.sampler, tasks, self.rollouts_per_task,
-                                self.inner_steps, self.schedule, self.gamma, self.gae_lambda)
+        data = self.rule.sample_and_adapt(self.sampler, tasks, self.rollouts_per_task,
+                                          self.inner_steps)
         assert data.post is not None and data.post_dist is not None
         post, old = data.post, data.post_dist
         credit = exploration_credit(post)
 
         # --- outer step: MAML's surrogate plus the exploration term ---
         def chain(differentiable: bool) -> list[Params]:
-            second_order = differentiable and not self.first_order
-            return adapted_params(self.policy, data, self.schedule, second_order)
+            return self.rule.adapted_params(data, differentiable and not self.first_order)
 
         def loss(differentiable: bool) -> torch.Tensor:
             return self.loss(data, chain(differentiable), credit)
@@ -103,31 +97,24 @@ class EMAML:
         def kl(differentiable: bool) -> torch.Tensor:
             return mean_kl(self.policy, chain(differentiable)[-1], post, old)
 
-        if self.optimizer is None:
-            metrics = trpo_step(list(self.policy.parameters()), loss, kl, **self.trpo_args)
-        else:
-            before = optimizer_update(self.optimizer, lambda: loss(True), 1)
-            metrics = {"loss/surrogate_before": before, "optim/kl": kl(False).item()}
+        curvature = (self.rule.kl_curvature(data, not self.first_order)
+                     if self.curvature == "gradient_step" else None)
+        metrics = outer_update(list(self.policy.parameters()), loss, kl, self.optimizer,
+                               self.trust_region, curvature=curvature)
         return metrics | adaptation_metrics(data.all_batches())
-
-    def exploration_policy(self, num_tasks: int) -> PerTaskPolicy:
-        return broadcast_policy(self.policy, num_tasks)
 
     def adapt(self, policy: PerTaskPolicy, episodes: EpisodeBatch) -> PerTaskPolicy:
         """One policy-gradient step per task on ``episodes``, collected by ``policy``."""
-        advantages = policy_gradient_advantages(episodes, self.gamma, self.gae_lambda)
-        return adapt_policy(policy, episodes, advantages, self.schedule(policy.step))
+        return self.rule.adapt(policy, episodes)
+
+    def exploration_policy(self, num_tasks: int) -> PerTaskPolicy:
+        return self.rule.exploration_policy(num_tasks)
 
     def state_dict(self) -> dict[str, Any]:
-        state: dict[str, Any] = {"policy": self.policy.state_dict()}
-        if self.optimizer is not None:
-            state["optimizer"] = self.optimizer.state_dict()
-        return state
+        return parts_state_dict(policy=self.policy, optimizer=self.optimizer)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.policy.load_state_dict(state["policy"])
-        if self.optimizer is not None:
-            self.optimizer.load_state_dict(state["optimizer"])
+        load_parts_state_dict(state, policy=self.policy, optimizer=self.optimizer)
 
     # --- helpers ---
     def loss(self, data: AdaptationData, chain: list[Params], credit: torch.Tensor

@@ -8,39 +8,43 @@ may take more steps than training; those reuse the last step's size. Outer step 
 post-adaptation surrogate, differentiated through the inner steps (second order unless
 ``first_order``): ``outer_step="trpo"`` takes a trust-region step (the paper's choice), ``"vpg"``
 one step of the configured torch optimizer, ``"ppo"`` ``ppo_epochs`` steps of it on the clipped
-surrogate (Schulman et al., 2017) without resampling.
+surrogate (Schulman et al., 2017) without resampling. TRPO's KL curvature (``curvature``) is
+by default the cheaper product through the one inner gradient step where that is exact (see
+core/optim.py), else autograd's.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
 from torch import nn
 
 from metarl_cli.core.adaptation import (
-    AdaptationData,
     LearnedStepSizes,
     StepSchedule,
-    StepSize,
-    adapt_policy,
     adaptation_metrics,
-    adapted_params,
-    inner_step,
+    check_choice,
+    check_positive,
+    check_unit_interval,
     likelihood_ratio,
     mean_kl,
-    optimizer_update,
-    sample_and_adapt,
     surrogate_loss,
 )
-from metarl_cli.core.functional import Params, PerTaskPolicy, broadcast_policy
-from metarl_cli.core.optim import gradient_step_kl_product, trpo_step
-from metarl_cli.core.returns import policy_gradient_advantages
+from metarl_cli.core.functional import Params, PerTaskPolicy
+from metarl_cli.core.gradient_learner import (
+    CURVATURES,
+    AdaptationRule,
+    OptimizerFactory,
+    TrustRegion,
+    load_parts_state_dict,
+    outer_update,
+    parts_state_dict,
+    require_optimizer,
+)
 from metarl_cli.core.sampler import Sampler
 from metarl_cli.core.types import EpisodeBatch
 
-OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 OUTER_STEPS = ("trpo", "vpg", "ppo")
 
 
@@ -50,125 +54,77 @@ class MAML:
                  inner_lrs: list[float] | None = None, learn_inner_lr: bool = False,
                  inner_steps: int = 1, first_order: bool = False, outer_step: str = "trpo",
                  max_kl: float = 0.01, cg_iters: int = 10, cg_damping: float = 1e-5,
-                 line_search_steps: int = 15, backtrack_ratio: float = 0.8, ppo_epochs: int = 5,
-                 clip_eps: float = 0.2, gamma: float = 0.99, gae_lambda: float = 1.0,
+                 line_search_steps: int = 15, backtrack_ratio: float = 0.8,
+                 curvature: str = "gradient_step", ppo_epochs: int = 5, clip_eps: float = 0.2,
+                 gamma: float = 0.99, gae_lambda: float = 1.0,
                  optimizer: OptimizerFactory | None = None) -> None:
-        if outer_step not in OUTER_STEPS:
-            raise ValueError(f"outer_step must be one of {', '.join(OUTER_STEPS)}, "
-                             f"got {outer_step!r}")
-        for name, value in [("rollouts_per_task", rollouts_per_task), ("inner_lr", inner_lr),
-                            ("later_lr_scale", later_lr_scale), ("inner_steps", inner_steps),
-                            ("max_kl", max_kl), ("cg_iters", cg_iters),
-                            ("line_search_steps", line_search_steps), ("ppo_epochs", ppo_epochs)]:
-            if not value > 0:
-                raise ValueError(f"{name} must be > 0, got {value}")
-        for name, value in [("backtrack_ratio", backtrack_ratio), ("gamma", gamma),
-                            ("gae_lambda", gae_lambda), ("clip_eps", clip_eps)]:
-            if not 0 < value <= 1:
-                raise ValueError(f"{name} must be in (0, 1], got {value}")
-        if outer_step != "trpo" and optimizer is None:
-            raise ValueError(f"outer_step={outer_step} needs an optimizer "
-                             "(choose one with optimizer=...)")
+        check_choice("outer_step", outer_step, OUTER_STEPS)
+        check_choice("curvature", curvature, CURVATURES)
+        check_positive(rollouts_per_task=rollouts_per_task, inner_steps=inner_steps,
+                       ppo_epochs=ppo_epochs)
+        check_unit_interval(clip_eps=clip_eps)
         self.policy = policy
         self.sampler = sampler
         self.rollouts_per_task = rollouts_per_task
-        self.schedule = StepSchedule(inner_lr, later_lr_scale,
-                                     None if inner_lrs is None else tuple(inner_lrs))
+        self.schedule = StepSchedule(inner_lr, later_lr_scale, inner_lrs)
         self.step_sizes = (LearnedStepSizes(policy, inner_steps, self.schedule)
                            if learn_inner_lr else None)
+        self.rule = AdaptationRule(policy, self.schedule, gamma, gae_lambda,
+                                   learned=self.step_sizes)
         self.inner_steps = inner_steps
         self.first_order = first_order
         self.outer_step = outer_step
-        self.trpo_args = dict(max_kl=max_kl, cg_iters=cg_iters, cg_damping=cg_damping,
-                              line_search_steps=line_search_steps,
-                              backtrack_ratio=backtrack_ratio)
+        self.trust_region = TrustRegion(max_kl, cg_iters, cg_damping, line_search_steps,
+                                        backtrack_ratio)
+        self.curvature = curvature
         self.ppo_epochs, self.clip_eps = ppo_epochs, clip_eps
-        self.gamma, self.gae_lambda = gamma, gae_lambda
-        self.optimizer = (optimizer(self._meta_parameters()) if outer_step != "trpo" else None)
+        self.optimizer = (None if outer_step == "trpo" else
+                          require_optimizer(optimizer, f"outer_step={outer_step}")(
+                              self._meta_parameters()))
 
     def train_step(self, tasks: list[Any]) -> dict[str, float]:
         # --- inner loop: sample with the current per-task policy, adapt, repeat ---
-        data = sample_and_adapt(self.policy, self.sampler, tasks, self.rollouts_per_task,
-                                self.inner_steps, self._step_size, self.gamma, self.gae_lambda)
+        data = self.rule.sample_and_adapt(self.sampler, tasks, self.rollouts_per_task,
+                                          self.inner_steps)
         post, post_adv, old = data.post, data.post_advantages, data.post_dist
         assert post is not None and post_adv is not None and old is not None
 
         # --- outer step on the post-adaptation surrogate, all tasks in one graph ---
-        def adapted(differentiable: bool) -> Params:
-            second_order = differentiable and not self.first_order
-            return adapted_params(self.policy, data, self._step_size, second_order)[-1]
+        clip_eps = self.clip_eps if self.outer_step == "ppo" else None
 
-        def surrogate(differentiable: bool, clip_eps: float | None = None) -> torch.Tensor:
+        def adapted(differentiable: bool) -> Params:
+            return self.rule.adapted_params(data, differentiable and not self.first_order)[-1]
+
+        def surrogate(differentiable: bool) -> torch.Tensor:
             ratio = likelihood_ratio(self.policy, adapted(differentiable), post, old)
             return surrogate_loss(ratio, post_adv, post.mask, clip_eps)
 
         def kl(differentiable: bool) -> torch.Tensor:
             return mean_kl(self.policy, adapted(differentiable), post, old)
 
-        if self.optimizer is None:
-            metrics = trpo_step(self._meta_parameters(), surrogate, kl, **self.trpo_args,
-                                curvature=self._kl_curvature(data))
-        else:
-            ppo = self.outer_step == "ppo"
-            before = optimizer_update(
-                self.optimizer, lambda: surrogate(True, self.clip_eps if ppo else None),
-                self.ppo_epochs if ppo else 1)
-            metrics = {"loss/surrogate_before": before, "optim/kl": kl(False).item()}
+        curvature = (self.rule.kl_curvature(data, not self.first_order)
+                     if self.curvature == "gradient_step" else None)
+        metrics = outer_update(self._meta_parameters(), surrogate, kl, self.optimizer,
+                               self.trust_region,
+                               self.ppo_epochs if self.outer_step == "ppo" else 1, curvature)
         return metrics | adaptation_metrics(data.all_batches())
-
-    def exploration_policy(self, num_tasks: int) -> PerTaskPolicy:
-        return broadcast_policy(self.policy, num_tasks)
 
     def adapt(self, policy: PerTaskPolicy, episodes: EpisodeBatch) -> PerTaskPolicy:
         """One policy-gradient step per task on ``episodes``, collected by ``policy``."""
-        advantages = policy_gradient_advantages(episodes, self.gamma, self.gae_lambda)
-        return adapt_policy(policy, episodes, advantages, self._step_size(policy.step))
+        return self.rule.adapt(policy, episodes)
+
+    def exploration_policy(self, num_tasks: int) -> PerTaskPolicy:
+        return self.rule.exploration_policy(num_tasks)
 
     def state_dict(self) -> dict[str, Any]:
-        state: dict[str, Any] = {"policy": self.policy.state_dict()}
-        if self.optimizer is not None:
-            state["optimizer"] = self.optimizer.state_dict()
-        if self.step_sizes is not None:
-            state["step_sizes"] = self.step_sizes.state_dict()
-        return state
+        return parts_state_dict(policy=self.policy, optimizer=self.optimizer,
+                                step_sizes=self.step_sizes)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.policy.load_state_dict(state["policy"])
-        if self.optimizer is not None:
-            self.optimizer.load_state_dict(state["optimizer"])
-        if self.step_sizes is not None:
-            self.step_sizes.load_state_dict(state["step_sizes"])
+        load_parts_state_dict(state, policy=self.policy, optimizer=self.optimizer,
+                              step_sizes=self.step_sizes)
 
     # --- helpers ---
-    def _kl_curvature(self, data: AdaptationData
-                      ) -> Callable[[], Callable[[torch.Tensor], torch.Tensor]] | None:
-        """The outer KL's Hessian-vector product in the cheaper form of
-        :func:`~metarl_cli.core.optim.gradient_step_kl_product` where it is exact (one inner
-        step with one step size, the paper's setting); None: TRPO's autograd product."""
-        if self.inner_steps != 1 or self.step_sizes is not None:
-            return None
-        batch, advantages, post, old = (data.batches[0], data.advantages[0], data.post,
-                                        data.post_dist)
-        assert post is not None and old is not None
-
-        def build() -> Callable[[torch.Tensor], torch.Tensor]:
-            params = {n: p.detach().unsqueeze(0).expand(len(batch.tasks), *p.shape).clone()
-                      .requires_grad_() for n, p in self.policy.named_parameters()}
-            adapted = inner_step(self.policy, params, batch, advantages, self._step_size(0),
-                                 create_graph=not self.first_order)
-            names = list(adapted)
-            return gradient_step_kl_product(
-                list(params.values()), list(adapted.values()),
-                lambda ps: mean_kl(self.policy, dict(zip(names, ps, strict=True)), post, old))
-
-        return build
-
-    def _step_size(self, step: int) -> StepSize:
-        """Inner step size of adaptation step ``step``: learned or from the schedule."""
-        if self.step_sizes is not None:
-            return self.step_sizes.for_step(step)
-        return self.schedule(step)
-
     def _meta_parameters(self) -> list[torch.Tensor]:
         """What the outer step updates: the policy, and the step sizes when they are learned."""
         learned = [] if self.step_sizes is None else list(self.step_sizes.parameters())

@@ -16,7 +16,6 @@ of 0.01 is optional), 20 rollouts per task, 40 tasks per meta-batch, gamma 0.99,
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -25,21 +24,25 @@ from torch import nn
 from metarl_cli.core.adaptation import (
     AdaptationData,
     StepSchedule,
-    adapt_policy,
     adaptation_metrics,
-    adapted_params,
+    check_non_negative,
+    check_positive,
+    check_unit_interval,
     likelihood_ratio,
     mean_kl,
     optimizer_update,
-    sample_and_adapt,
     surrogate_loss,
 )
-from metarl_cli.core.functional import Params, PerTaskPolicy, broadcast_policy
-from metarl_cli.core.returns import policy_gradient_advantages
+from metarl_cli.core.functional import Params, PerTaskPolicy
+from metarl_cli.core.gradient_learner import (
+    AdaptationRule,
+    OptimizerFactory,
+    load_parts_state_dict,
+    parts_state_dict,
+    require_optimizer,
+)
 from metarl_cli.core.sampler import Sampler
 from metarl_cli.core.types import EpisodeBatch
-
-OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 
 
 class ProMP:
@@ -50,38 +53,26 @@ class ProMP:
                  adaptive_inner_kl_penalty: bool = False, target_inner_kl: float = 0.01,
                  gamma: float = 0.99, gae_lambda: float = 1.0,
                  optimizer: OptimizerFactory | None = None) -> None:
-        for name, value in [("rollouts_per_task", rollouts_per_task),
-                            ("inner_steps", inner_steps), ("ppo_epochs", ppo_epochs),
-                            ("target_inner_kl", target_inner_kl)]:
-            if not value > 0:
-                raise ValueError(f"{name} must be > 0, got {value}")
-        if inner_kl_penalty < 0:
-            raise ValueError(f"inner_kl_penalty must be >= 0, got {inner_kl_penalty}")
-        for name, value in [("clip_eps", clip_eps), ("gamma", gamma),
-                            ("gae_lambda", gae_lambda)]:
-            if not 0 < value <= 1:
-                raise ValueError(f"{name} must be in (0, 1], got {value}")
-        if optimizer is None:
-            raise ValueError("ProMP needs an optimizer for its outer steps "
-                             "(choose one with optimizer=...)")
+        check_positive(rollouts_per_task=rollouts_per_task, inner_steps=inner_steps,
+                       ppo_epochs=ppo_epochs, target_inner_kl=target_inner_kl)
+        check_non_negative(inner_kl_penalty=inner_kl_penalty)
+        check_unit_interval(clip_eps=clip_eps)
         self.policy = policy
         self.sampler = sampler
         self.rollouts_per_task = rollouts_per_task
-        self.schedule = StepSchedule(inner_lr, later_lr_scale,
-                                     None if inner_lrs is None else tuple(inner_lrs))
+        self.rule = AdaptationRule(policy, StepSchedule(inner_lr, later_lr_scale, inner_lrs),
+                                   gamma, gae_lambda, estimator="lvc")
         self.inner_steps = inner_steps
         self.ppo_epochs, self.clip_eps = ppo_epochs, clip_eps
         self.inner_kl_coeffs = torch.full((inner_steps,), float(inner_kl_penalty))
         self.adaptive_inner_kl_penalty = adaptive_inner_kl_penalty
         self.target_inner_kl = target_inner_kl
-        self.gamma, self.gae_lambda = gamma, gae_lambda
-        self.optimizer = optimizer(policy.parameters())
+        self.optimizer = require_optimizer(optimizer, "ProMP's outer step")(policy.parameters())
 
     def train_step(self, tasks: list[Any]) -> dict[str, float]:
         # --- inner loop: sample, LVC step, repeat; then sample with the adapted policies ---
-        data = sample_and_adapt(self.policy, self.sampler, tasks, self.rollouts_per_task,
-                                self.inner_steps, self.schedule, self.gamma, self.gae_lambda,
-                                estimator="lvc")
+        data = self.rule.sample_and_adapt(self.sampler, tasks, self.rollouts_per_task,
+                                          self.inner_steps)
 
         # --- outer step: clipped surrogate + inner-KL penalty, several epochs ---
         loss_before = optimizer_update(self.optimizer, lambda: self.loss(data, True)[0],
@@ -98,21 +89,19 @@ class ProMP:
                                                    self.target_inner_kl)
         return metrics | adaptation_metrics(data.all_batches())
 
-    def exploration_policy(self, num_tasks: int) -> PerTaskPolicy:
-        return broadcast_policy(self.policy, num_tasks)
-
     def adapt(self, policy: PerTaskPolicy, episodes: EpisodeBatch) -> PerTaskPolicy:
         """One LVC policy-gradient step per task on ``episodes``, collected by ``policy``."""
-        advantages = policy_gradient_advantages(episodes, self.gamma, self.gae_lambda)
-        return adapt_policy(policy, episodes, advantages, self.schedule(policy.step), "lvc")
+        return self.rule.adapt(policy, episodes)
+
+    def exploration_policy(self, num_tasks: int) -> PerTaskPolicy:
+        return self.rule.exploration_policy(num_tasks)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"policy": self.policy.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "inner_kl_coeffs": self.inner_kl_coeffs.clone()}
+        return parts_state_dict(policy=self.policy, optimizer=self.optimizer) | {
+            "inner_kl_coeffs": self.inner_kl_coeffs.clone()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.policy.load_state_dict(state["policy"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        load_parts_state_dict(state, policy=self.policy, optimizer=self.optimizer)
         self.inner_kl_coeffs = state["inner_kl_coeffs"].clone()
 
     # --- helpers ---
@@ -122,7 +111,7 @@ class ProMP:
         + mean over steps of coeff_k * inner KL_k, inner KL per step, adapted parameters)."""
         assert data.post is not None and data.post_advantages is not None
         assert data.post_dist is not None
-        chain = adapted_params(self.policy, data, self.schedule, second_order, "lvc")
+        chain = self.rule.adapted_params(data, second_order)
         ratio = likelihood_ratio(self.policy, chain[-1], data.post, data.post_dist)
         outer = surrogate_loss(ratio, data.post_advantages, data.post.mask, self.clip_eps)
         inner_kls = torch.stack([mean_kl(self.policy, chain[k], batch, data.dists[k])

@@ -16,24 +16,22 @@ so meta-learning needs ``inner_steps >= 2``. No episodes are sampled after the l
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
 from torch import nn
 
-from metarl_cli.core.adaptation import (
-    StepSchedule,
-    adapt_policy,
-    adaptation_metrics,
-    sample_and_adapt,
+from metarl_cli.core.adaptation import StepSchedule, adaptation_metrics, check_positive
+from metarl_cli.core.functional import Params, PerTaskPolicy
+from metarl_cli.core.gradient_learner import (
+    AdaptationRule,
+    OptimizerFactory,
+    load_parts_state_dict,
+    parts_state_dict,
+    require_optimizer,
 )
-from metarl_cli.core.functional import Params, PerTaskPolicy, broadcast_policy
-from metarl_cli.core.returns import policy_gradient_advantages
 from metarl_cli.core.sampler import Sampler
 from metarl_cli.core.types import EpisodeBatch
-
-OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 
 
 class Reptile:
@@ -42,30 +40,20 @@ class Reptile:
                  inner_lrs: list[float] | None = None, inner_steps: int = 2,
                  gamma: float = 0.99, gae_lambda: float = 1.0,
                  optimizer: OptimizerFactory | None = None) -> None:
-        for name, value in [("rollouts_per_task", rollouts_per_task),
-                            ("inner_steps", inner_steps)]:
-            if not value > 0:
-                raise ValueError(f"{name} must be > 0, got {value}")
-        for name, value in [("gamma", gamma), ("gae_lambda", gae_lambda)]:
-            if not 0 < value <= 1:
-                raise ValueError(f"{name} must be in (0, 1], got {value}")
-        if optimizer is None:
-            raise ValueError("Reptile needs an optimizer for its outer step "
-                             "(choose one with optimizer=...)")
+        check_positive(rollouts_per_task=rollouts_per_task, inner_steps=inner_steps)
         self.policy = policy
         self.sampler = sampler
         self.rollouts_per_task = rollouts_per_task
-        self.schedule = StepSchedule(inner_lr, later_lr_scale,
-                                     None if inner_lrs is None else tuple(inner_lrs))
+        self.rule = AdaptationRule(policy, StepSchedule(inner_lr, later_lr_scale, inner_lrs),
+                                   gamma, gae_lambda)
         self.inner_steps = inner_steps
-        self.gamma, self.gae_lambda = gamma, gae_lambda
-        self.optimizer = optimizer(policy.parameters())
+        self.optimizer = require_optimizer(optimizer, "Reptile's outer step")(
+            policy.parameters())
 
     def train_step(self, tasks: list[Any]) -> dict[str, float]:
         # --- inner loop: inner_steps policy-gradient steps per task on fresh episodes ---
-        data = sample_and_adapt(self.policy, self.sampler, tasks, self.rollouts_per_task,
-                                self.inner_steps, self.schedule, self.gamma, self.gae_lambda,
-                                sample_post=False)
+        data = self.rule.sample_and_adapt(self.sampler, tasks, self.rollouts_per_task,
+                                          self.inner_steps, sample_post=False)
 
         # --- outer step: towards the mean adapted parameters ---
         grads = reptile_pseudo_gradient(dict(self.policy.named_parameters()),
@@ -77,20 +65,18 @@ class Reptile:
         norm = torch.sqrt(sum((g**2).sum() for g in grads.values())).item()
         return {"loss/pseudo_gradient_norm": norm} | adaptation_metrics(data.batches)
 
-    def exploration_policy(self, num_tasks: int) -> PerTaskPolicy:
-        return broadcast_policy(self.policy, num_tasks)
-
     def adapt(self, policy: PerTaskPolicy, episodes: EpisodeBatch) -> PerTaskPolicy:
         """One policy-gradient step per task on ``episodes``, collected by ``policy``."""
-        advantages = policy_gradient_advantages(episodes, self.gamma, self.gae_lambda)
-        return adapt_policy(policy, episodes, advantages, self.schedule(policy.step))
+        return self.rule.adapt(policy, episodes)
+
+    def exploration_policy(self, num_tasks: int) -> PerTaskPolicy:
+        return self.rule.exploration_policy(num_tasks)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"policy": self.policy.state_dict(), "optimizer": self.optimizer.state_dict()}
+        return parts_state_dict(policy=self.policy, optimizer=self.optimizer)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.policy.load_state_dict(state["policy"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        load_parts_state_dict(state, policy=self.policy, optimizer=self.optimizer)
 
 
 def reptile_pseudo_gradient(meta: Params, adapted: Params) -> Params:

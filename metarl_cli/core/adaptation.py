@@ -38,10 +38,36 @@ ESTIMATORS = ("log_likelihood", "lvc")
 StepSize = float | Params  # one rate for all parameters, or a tensor per parameter (learned)
 
 
+# ----------------------------------------------------------------------------- checks
+def check_positive(**values: float) -> None:
+    """Refuse counts, sizes and rates that must be > 0, naming the parameter (keyword)."""
+    for name, value in values.items():
+        if not value > 0:
+            raise ValueError(f"{name} must be > 0, got {value}")
+
+
+def check_non_negative(**values: float) -> None:
+    """Refuse weights and coefficients that must be >= 0, naming the parameter (keyword)."""
+    for name, value in values.items():
+        if not value >= 0:
+            raise ValueError(f"{name} must be >= 0, got {value}")
+
+
+def check_unit_interval(**values: float) -> None:
+    """Refuse discounts, ratios and fractions outside (0, 1], naming the parameter (keyword)."""
+    for name, value in values.items():
+        if not 0 < value <= 1:
+            raise ValueError(f"{name} must be in (0, 1], got {value}")
+
+
+def check_choice(name: str, value: str, choices: Sequence[str]) -> None:
+    """Refuse a value that is not one of ``choices``, listing them."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+
+
 def check_estimator(estimator: str) -> None:
-    if estimator not in ESTIMATORS:
-        raise ValueError(f"inner_estimator must be one of {', '.join(ESTIMATORS)}, "
-                         f"got {estimator!r}")
+    check_choice("inner_estimator", estimator, ESTIMATORS)
 
 
 def task_means(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -57,17 +83,15 @@ class StepSchedule:
 
     inner_lr: float
     later_lr_scale: float = 1.0
-    inner_lrs: tuple[float, ...] | None = None
+    inner_lrs: Sequence[float] | None = None  # kept as a tuple, so the schedule is immutable
 
     def __post_init__(self) -> None:
-        if not self.inner_lr > 0:
-            raise ValueError(f"inner_lr must be > 0, got {self.inner_lr}")
-        if not self.later_lr_scale > 0:
-            raise ValueError(f"later_lr_scale must be > 0, got {self.later_lr_scale}")
-        if self.inner_lrs is not None and (
-                not self.inner_lrs or not all(lr > 0 for lr in self.inner_lrs)):
-            raise ValueError(f"inner_lrs must be null or a non-empty list of rates > 0, "
-                             f"got {list(self.inner_lrs)}")
+        check_positive(inner_lr=self.inner_lr, later_lr_scale=self.later_lr_scale)
+        if self.inner_lrs is not None:
+            object.__setattr__(self, "inner_lrs", tuple(self.inner_lrs))
+            if not self.inner_lrs or not all(lr > 0 for lr in self.inner_lrs):
+                raise ValueError(f"inner_lrs must be null or a non-empty list of rates > 0, "
+                                 f"got {list(self.inner_lrs)}")
 
     def __call__(self, step: int) -> float:
         if self.inner_lrs is not None:

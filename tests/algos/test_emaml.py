@@ -5,20 +5,20 @@ from __future__ import annotations
 import copy
 import functools
 import math
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
+from torch.nn.utils import parameters_to_vector
 
 from metarl_cli.algos.emaml import EMAML, exploration_credit
-from metarl_cli.core.adaptation import adapted_params, sample_and_adapt
+from metarl_cli.core import gradient_learner
 from metarl_cli.core.evaluation import meta_test
 from metarl_cli.core.functional import Params
 from metarl_cli.core.sampler import Sampler
 from metarl_cli.core.types import EpisodeBatch
-from metarl_cli.envs.point_nav import BatchedPointNav, GoalTask
+from metarl_cli.envs.point_nav import BatchedPointNav
 from metarl_cli.policies.mlp import GaussianMLPPolicy, mlp_policy
 
 NUM_TASKS, ROLLOUTS, HORIZON = 3, 3, 5
@@ -26,16 +26,8 @@ Adam = functools.partial(torch.optim.Adam, lr=1e-3)
 
 
 @pytest.fixture
-def double() -> Iterator[None]:
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
-
-
-@pytest.fixture
-def tasks() -> list[GoalTask]:
-    return BatchedPointNav().sample_tasks(NUM_TASKS, np.random.default_rng(7))
+def num_tasks() -> int:
+    return NUM_TASKS  # three tasks, so that the normalised exploration credit is not just +-1
 
 
 def make_emaml(policy: nn.Module | None = None, seed: int = 0, **kwargs) -> EMAML:
@@ -82,14 +74,13 @@ def test_loss_equals_a_hand_written_one_away_from_the_sampling_parameters(double
     policy = GaussianMLPPolicy(2, 2, [], "Tanh", 0.5)
     lr, weight = 0.3, 0.8
     emaml = make_emaml(policy, inner_lr=lr, exploration_weight=weight)
-    data = sample_and_adapt(policy, emaml.sampler, tasks, ROLLOUTS, 1, emaml.schedule,
-                            emaml.gamma, emaml.gae_lambda)
+    data = emaml.rule.sample_and_adapt(emaml.sampler, tasks, ROLLOUTS, 1)
     credit = exploration_credit(data.post)
     theta_old = {n: p.detach().clone().requires_grad_() for n, p in policy.named_parameters()}
     with torch.no_grad():
         for p in policy.parameters():
             p += 0.2 * torch.randn(p.shape)
-    loss = emaml.loss(data, adapted_params(policy, data, emaml.schedule, True), credit)
+    loss = emaml.loss(data, emaml.rule.adapted_params(data, True), credit)
 
     theta = dict(policy.named_parameters())
     pre, adv, post = data.batches[0], data.advantages[0], data.post
@@ -119,10 +110,8 @@ def test_loss_equals_a_hand_written_one_away_from_the_sampling_parameters(double
 
 def test_zero_exploration_weight_is_maml_surrogate(tasks) -> None:
     emaml = make_emaml(exploration_weight=0.0)
-    data = sample_and_adapt(emaml.policy, emaml.sampler, tasks, ROLLOUTS, 1, emaml.schedule,
-                            emaml.gamma, emaml.gae_lambda)
-    loss = emaml.loss(data, adapted_params(emaml.policy, data, emaml.schedule, True),
-                      exploration_credit(data.post))
+    data = emaml.rule.sample_and_adapt(emaml.sampler, tasks, ROLLOUTS, 1)
+    loss = emaml.loss(data, emaml.rule.adapted_params(data, True), exploration_credit(data.post))
     assert abs(loss.item()) < 1e-5  # mean normalised advantage at the sampling parameters
 
 
@@ -143,6 +132,29 @@ def test_train_step_and_meta_test(tasks, outer_step: str) -> None:
     assert curve.returns.shape == (3, NUM_TASKS) and np.all(np.isfinite(curve.returns))
 
 
+def test_gradient_step_curvature_is_opt_in_and_takes_nearly_the_autograd_step(
+        tasks, monkeypatch) -> None:
+    calls = []
+    original = gradient_learner.gradient_step_kl_product
+
+    def spy(*args):
+        calls.append(1)
+        return original(*args)
+
+    monkeypatch.setattr(gradient_learner, "gradient_step_kl_product", spy)
+    moved = {}
+    for curvature in (None, "gradient_step"):
+        emaml = make_emaml(**({} if curvature is None else {"curvature": curvature}))
+        before = parameters_to_vector(emaml.policy.parameters()).detach().clone()
+        assert emaml.train_step(tasks)["optim/accepted"] == 1.0
+        moved[curvature] = parameters_to_vector(emaml.policy.parameters()).detach() - before
+        assert len(calls) == (curvature is not None)  # the default is autograd's product
+    # the same curvature up to rounding, which conjugate gradient amplifies somewhat
+    assert torch.cosine_similarity(moved["gradient_step"], moved[None], dim=0) > 0.999
+    fast, full = moved["gradient_step"].norm().item(), moved[None].norm().item()
+    assert fast == pytest.approx(full, rel=0.05)
+
+
 def test_state_dict_round_trips(tasks) -> None:
     source = make_emaml(outer_step="vpg", optimizer=Adam)
     source.train_step(tasks)
@@ -158,6 +170,7 @@ def test_state_dict_round_trips(tasks) -> None:
 @pytest.mark.parametrize(("kwargs", "name"), [
     ({"outer_step": "ppo"}, "outer_step"), ({"exploration_weight": -1.0}, "exploration_weight"),
     ({"outer_step": "vpg"}, "optimizer"), ({"max_kl": 0.0}, "max_kl"),
+    ({"curvature": "exact"}, "curvature"),
 ])
 def test_bad_constructor_values_raise_value_error_naming_the_parameter(kwargs, name) -> None:
     with pytest.raises(ValueError, match=name):

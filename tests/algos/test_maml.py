@@ -15,6 +15,7 @@ import pytest
 import torch
 from torch import nn
 from torch.func import functional_call
+from torch.nn.utils import parameters_to_vector
 
 from metarl_cli.algos import maml as maml_module
 from metarl_cli.algos.maml import MAML
@@ -48,11 +49,6 @@ def make_maml(policy: nn.Module | None = None, seed: int = 0, **kwargs) -> MAML:
     return MAML(policy if policy is not None else make_policy(), sampler, **args)
 
 
-@pytest.fixture
-def tasks() -> list[GoalTask]:
-    return BatchedPointNav().sample_tasks(NUM_TASKS, np.random.default_rng(7))
-
-
 def sample(maml: MAML, tasks: list[GoalTask]) -> EpisodeBatch:
     return maml.sampler.sample(maml.exploration_policy(len(tasks)), tasks, ROLLOUTS)
 
@@ -80,7 +76,7 @@ def test_inner_step_equals_a_manual_sgd_step(tasks, step: int, lr: float) -> Non
     batch = sample(maml, tasks)
     adv = policy_gradient_advantages(batch, GAMMA, LAMBDA)
     theta = {n: p.detach().clone().requires_grad_() for n, p in maml.policy.named_parameters()}
-    adapted = inner_step(maml.policy, per_task(theta), batch, adv, maml._step_size(step), False)
+    adapted = inner_step(maml.policy, per_task(theta), batch, adv, maml.rule.step_size(step), False)
     for i in range(NUM_TASKS):
         manual = copy.deepcopy(maml.policy)
         pg_loss(manual, batch.task(i), adv[i : i + 1]).backward()
@@ -99,7 +95,7 @@ def meta_objective(maml: MAML, theta: Params, inner: EpisodeBatch, inner_adv: to
                    post: EpisodeBatch, post_adv: torch.Tensor, create_graph: bool
                    ) -> torch.Tensor:
     """f(theta): post-adaptation loss, averaged over tasks, of theta - lr grad L_inner(theta)."""
-    adapted = inner_step(maml.policy, per_task(theta), inner, inner_adv, maml._step_size(0),
+    adapted = inner_step(maml.policy, per_task(theta), inner, inner_adv, maml.rule.step_size(0),
                          create_graph)
     losses = []
     for i in range(NUM_TASKS):
@@ -195,6 +191,18 @@ def test_trpo_train_step_with_two_inner_steps_reports_each_step(tasks) -> None:
             "meta_train/return_step_2"} <= metrics.keys()
     assert metrics["env_steps"] == 3 * NUM_TASKS * ROLLOUTS * HORIZON
     assert metrics["optim/kl"] <= 0.01
+
+
+def test_autograd_curvature_takes_nearly_the_default_trpo_step(tasks) -> None:
+    moved = []
+    for curvature in ("gradient_step", "autograd"):
+        maml = make_maml(curvature=curvature)
+        before = parameters_to_vector(maml.policy.parameters()).detach().clone()
+        assert maml.train_step(tasks)["optim/accepted"] == 1.0
+        moved.append(parameters_to_vector(maml.policy.parameters()).detach() - before)
+    assert not torch.equal(*moved)  # two different products...
+    assert torch.cosine_similarity(*moved, dim=0) > 0.999  # ...of the same curvature
+    assert moved[0].norm().item() == pytest.approx(moved[1].norm().item(), rel=0.05)
 
 
 def test_vpg_train_step_with_adam_changes_the_parameters(tasks) -> None:
@@ -356,6 +364,7 @@ def test_state_dict_round_trips_policy_and_optimizer(tasks) -> None:
     ({"ppo_epochs": 0}, "ppo_epochs"),
     ({"clip_eps": 1.5}, "clip_eps"),
     ({"inner_lrs": [0.1, 0.0]}, "inner_lrs"),
+    ({"curvature": "exact"}, "curvature"),
 ])
 def test_bad_constructor_values_raise_value_error_naming_the_parameter(kwargs, name) -> None:
     with pytest.raises(ValueError, match=name):

@@ -6,7 +6,6 @@ from __future__ import annotations
 import copy
 import functools
 import math
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -14,30 +13,16 @@ import torch
 from torch import nn
 
 from metarl_cli.algos.promp import ProMP, adapt_kl_coeffs
-from metarl_cli.core.adaptation import inner_step, sample_and_adapt
+from metarl_cli.core.adaptation import inner_step
 from metarl_cli.core.evaluation import meta_test
 from metarl_cli.core.functional import Params, expand_params
 from metarl_cli.core.sampler import Sampler
 from metarl_cli.core.types import EpisodeBatch
-from metarl_cli.envs.point_nav import BatchedPointNav, GoalTask
+from metarl_cli.envs.point_nav import BatchedPointNav
 from metarl_cli.policies.mlp import CategoricalMLPPolicy, GaussianMLPPolicy, mlp_policy
 
 NUM_TASKS, ROLLOUTS, HORIZON = 2, 3, 5
 Adam = functools.partial(torch.optim.Adam, lr=1e-3)
-
-
-@pytest.fixture
-def double() -> Iterator[None]:
-    """Everything (sampler tensors, policy) in float64 for tight comparisons."""
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
-
-
-@pytest.fixture
-def tasks() -> list[GoalTask]:
-    return BatchedPointNav().sample_tasks(NUM_TASKS, np.random.default_rng(7))
 
 
 def make_promp(policy: nn.Module | None = None, seed: int = 0, **kwargs) -> ProMP:
@@ -168,8 +153,7 @@ def test_promp_loss_equals_a_hand_written_one_away_from_the_sampling_parameters(
     policy = GaussianMLPPolicy(2, 2, [], "Tanh", 0.5)
     lr, clip_eps, coeff = 0.3, 0.1, 0.7
     promp = make_promp(policy, inner_lr=lr, clip_eps=clip_eps, inner_kl_penalty=coeff)
-    data = sample_and_adapt(policy, promp.sampler, tasks, ROLLOUTS, 1, promp.schedule,
-                            promp.gamma, promp.gae_lambda, "lvc")
+    data = promp.rule.sample_and_adapt(promp.sampler, tasks, ROLLOUTS, 1)
     theta_old = {n: p.detach().clone() for n, p in policy.named_parameters()}
     with torch.no_grad():  # as in a later ProMP epoch: the meta-parameters have moved
         for p in policy.parameters():

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 import functools
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -17,24 +16,11 @@ from metarl_cli.core.evaluation import meta_test
 from metarl_cli.core.functional import PerTaskPolicy
 from metarl_cli.core.returns import policy_gradient_advantages
 from metarl_cli.core.sampler import Sampler
-from metarl_cli.envs.point_nav import BatchedPointNav, GoalTask
+from metarl_cli.envs.point_nav import BatchedPointNav
 from metarl_cli.policies.mlp import mlp_policy
 
 NUM_TASKS, ROLLOUTS, HORIZON = 2, 3, 5
 Adam = functools.partial(torch.optim.Adam, lr=1e-3)
-
-
-@pytest.fixture
-def double() -> Iterator[None]:
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
-
-
-@pytest.fixture
-def tasks() -> list[GoalTask]:
-    return BatchedPointNav().sample_tasks(NUM_TASKS, np.random.default_rng(7))
 
 
 def make_policy(seed: int = 0) -> nn.Module:
@@ -82,7 +68,7 @@ def test_outer_step_moves_towards_the_mean_of_manually_adapted_parameters(double
             for n in theta})
         batch = sampler.sample(acting, tasks, ROLLOUTS)
         env_steps += batch.num_steps
-        adv = policy_gradient_advantages(batch, reptile.gamma, reptile.gae_lambda)
+        adv = policy_gradient_advantages(batch, reptile.rule.gamma, reptile.rule.gae_lambda)
         for i, module in enumerate(copies):
             dist = module.distribution(module(batch.obs[i]))
             mask = batch.mask[i]

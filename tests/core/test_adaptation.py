@@ -1,9 +1,12 @@
-"""The shared adaptation pieces: step-size schedules, inner losses, outer objectives, metrics."""
+"""The shared adaptation pieces: step-size schedules, inner losses, outer objectives, metrics,
+parameter checks, and the gradient learners' adaptation rule, outer update and checkpoints."""
 
 from __future__ import annotations
 
 import math
+import re
 
+import numpy as np
 import pytest
 import torch
 
@@ -11,12 +14,27 @@ from metarl_cli.core.adaptation import (
     LearnedStepSizes,
     StepSchedule,
     adaptation_metrics,
+    check_choice,
+    check_non_negative,
+    check_positive,
+    check_unit_interval,
+    mean_kl,
     pg_losses,
     surrogate_loss,
     task_means,
 )
+from metarl_cli.core.gradient_learner import (
+    AdaptationRule,
+    TrustRegion,
+    load_parts_state_dict,
+    outer_update,
+    parts_state_dict,
+)
+from metarl_cli.core.optim import hessian_vector_product
+from metarl_cli.core.sampler import Sampler
 from metarl_cli.core.types import EpisodeBatch
-from metarl_cli.policies.mlp import GaussianMLPPolicy
+from metarl_cli.envs.point_nav import BatchedPointNav
+from metarl_cli.policies.mlp import GaussianMLPPolicy, mlp_policy
 
 # one task, one rollout, three steps (the third is after the episode ended)
 MASK = torch.tensor([[[1.0, 1.0, 0.0]]])
@@ -107,3 +125,100 @@ def test_adaptation_metrics_in_sampling_order() -> None:
     three = adaptation_metrics([batch(-2.0, 3), batch(-1.0, 3), batch(0.0, 3)])
     assert three["meta_train/return_step_1"] == -3.0
     assert three["env_steps"] == 18.0
+
+
+# ----------------------------------------------------------------------- shared learner pieces
+def test_schedule_keeps_a_list_of_rates_as_a_tuple() -> None:
+    schedule = StepSchedule(0.5, 0.5, inner_lrs=[0.3, 0.2])
+    assert schedule.inner_lrs == (0.3, 0.2) and schedule(3) == 0.2
+
+
+@pytest.mark.parametrize(("check", "value", "message"), [
+    (check_positive, 0, "must be > 0, got 0"), (check_positive, math.nan, "must be > 0"),
+    (check_non_negative, -1e-9, "must be >= 0"), (check_unit_interval, 0.0, "must be in (0, 1]"),
+    (check_unit_interval, 1.5, "must be in (0, 1]"),
+])
+def test_checks_name_the_parameter_that_is_out_of_range(check, value, message) -> None:
+    check(first=0.5, second=1)  # in range for every check
+    with pytest.raises(ValueError, match=r"^second " + re.escape(message)):
+        check(first=0.5, second=value)
+
+
+def test_check_choice_lists_the_choices() -> None:
+    check_choice("outer_step", "trpo", ("trpo", "vpg"))
+    with pytest.raises(ValueError, match=r"outer_step must be one of trpo, vpg, got 'adam'"):
+        check_choice("outer_step", "adam", ("trpo", "vpg"))
+
+
+def _point_nav_rule(**kwargs) -> tuple[AdaptationRule, Sampler, list]:
+    env = BatchedPointNav()
+    torch.manual_seed(0)
+    policy = mlp_policy(env.observation_space, env.action_space, [4], activation="Tanh",
+                        init_std=0.5)
+    rule = AdaptationRule(policy, StepSchedule(0.3), 0.99, 1.0, **kwargs)
+    return rule, Sampler(env, horizon=4, seed=0), env.sample_tasks(2, np.random.default_rng(7))
+
+
+@pytest.mark.parametrize("second_order", [True, False])
+def test_rule_kl_curvature_equals_autograd_product_of_the_outer_kl(second_order) -> None:
+    rule, sampler, tasks = _point_nav_rule()
+    data = rule.sample_and_adapt(sampler, tasks, rollouts=3, steps=1)
+    assert data.post is not None and data.post_dist is not None
+    params = list(rule.policy.parameters())
+    kl = mean_kl(rule.policy, rule.adapted_params(data, second_order)[-1], data.post,
+                 data.post_dist)
+    full = hessian_vector_product(kl, params)
+    build = rule.kl_curvature(data, second_order)
+    assert build is not None
+    fast = build()
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(2):
+        v = torch.randn(sum(p.numel() for p in params), generator=gen)
+        expected = full(v)
+        assert expected.abs().max() > 1e-3
+        torch.testing.assert_close(fast(v), expected, rtol=1e-4, atol=1e-5 * expected.abs().max())
+
+
+def test_rule_kl_curvature_is_none_where_the_cheap_form_is_not_exact() -> None:
+    rule, sampler, tasks = _point_nav_rule()
+    assert rule.kl_curvature(rule.sample_and_adapt(sampler, tasks, 2, steps=2), True) is None
+    learned = AdaptationRule(rule.policy, rule.schedule, 0.99, 1.0,
+                             learned=LearnedStepSizes(rule.policy, 1, rule.schedule))
+    assert learned.kl_curvature(learned.sample_and_adapt(sampler, tasks, 2, 1), True) is None
+
+
+def test_rule_refuses_bad_discounts_and_estimators() -> None:
+    policy = GaussianMLPPolicy(2, 2, [], "Tanh", 1.0)
+    with pytest.raises(ValueError, match="gae_lambda"):
+        AdaptationRule(policy, StepSchedule(0.1), 0.99, 0.0)
+    with pytest.raises(ValueError, match="inner_estimator"):
+        AdaptationRule(policy, StepSchedule(0.1), 0.99, 1.0, estimator="dice")
+
+
+@pytest.mark.parametrize(("kwargs", "name"), [
+    ({"max_kl": 0.0}, "max_kl"), ({"cg_iters": 0}, "cg_iters"),
+    ({"line_search_steps": 0}, "line_search_steps"), ({"backtrack_ratio": 1.5}, "backtrack_ratio"),
+])
+def test_trust_region_refuses_bad_settings(kwargs, name) -> None:
+    settings = {"max_kl": 0.01, "cg_iters": 10, "cg_damping": 1e-5, "line_search_steps": 15,
+                "backtrack_ratio": 0.8} | kwargs
+    with pytest.raises(ValueError, match=name):
+        TrustRegion(**settings)
+
+
+def test_outer_update_with_an_optimizer_takes_its_epochs_and_reports_the_first_loss() -> None:
+    x = torch.tensor([1.0, -2.0], requires_grad=True)
+    optimizer = torch.optim.SGD([x], lr=0.25)
+    metrics = outer_update([x], lambda _: (x**2).sum(), lambda _: x.detach().abs().sum(),
+                           optimizer, TrustRegion(0.01, 10, 1e-5, 15, 0.8), epochs=2)
+    assert metrics == {"loss/surrogate_before": 5.0, "optim/kl": 0.75}  # x halves each epoch
+    torch.testing.assert_close(x.detach(), torch.tensor([0.25, -0.5]))
+
+
+def test_parts_state_dict_leaves_out_absent_parts_and_loads_back() -> None:
+    source, target = torch.nn.Linear(2, 1), torch.nn.Linear(2, 1)
+    state = parts_state_dict(policy=source, optimizer=None)
+    assert list(state) == ["policy"]
+    load_parts_state_dict(state, policy=target, optimizer=None)
+    assert all(torch.equal(p, q) for p, q in zip(source.parameters(), target.parameters(),
+                                                 strict=True))
