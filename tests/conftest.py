@@ -1,10 +1,11 @@
-"""Shared fixtures: composing the shipped configs with Hydra's compose API."""
+"""Shared fixtures: composing the shipped configs with Hydra's compose API; float64."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
@@ -20,3 +21,12 @@ def compose_config() -> Callable[..., DictConfig]:
             return compose("train", overrides=list(overrides))
 
     return _compose
+
+
+@pytest.fixture
+def double() -> Iterator[None]:
+    """Everything (sampler tensors, policies) in float64 for tight comparisons."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)

@@ -12,7 +12,7 @@ dynamics amplify differences over several adaptation steps, hence the looser met
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -26,15 +26,7 @@ TINY = ("meta_batch_size=4", "algo.rollouts_per_task=5", "eval.num_tasks=4", "ev
         "env.horizon=20", "model.hidden_sizes=[16,16]")
 
 
-@pytest.fixture
-def double_precision() -> Iterator[None]:
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
-
-
-@pytest.mark.usefixtures("double_precision")
+@pytest.mark.usefixtures("double")
 @pytest.mark.parametrize("overrides", [
     ("env=point_nav", "algo.outer_step=vpg"),
     ("env=halfcheetah_vel", "algo.outer_step=vpg"),

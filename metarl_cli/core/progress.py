@@ -54,7 +54,9 @@ class Progress:
 
     def iteration(self, iteration: int, metrics: Mapping[str, float], steps: int,
                   seconds: float) -> None:
-        pre, post = metrics["meta_train/return_pre"], metrics["meta_train/return_post"]
+        nan = float("nan")  # a learner may report other meta-train returns
+        pre = metrics.get("meta_train/return_pre", nan)
+        post = metrics.get("meta_train/return_post", nan)
         rate = steps / seconds if seconds > 0 else float("nan")
         self.start()
         if self._bar is not None:

@@ -120,9 +120,16 @@ def sample_velocity_tasks(n: int, rng: np.random.Generator, velocity_range: tupl
     return [VelocityTask(float(v)) for v in rng.uniform(*velocity_range, size=n)]
 
 
-def sample_direction_tasks(n: int, rng: np.random.Generator) -> list[DirectionTask]:
-    """Directions -1 or +1, each with probability 1/2."""
-    return [DirectionTask(float(d)) for d in 2 * rng.integers(0, 2, size=n) - 1]
+def sample_direction_tasks(n: int, rng: np.random.Generator, balanced: bool = False
+                           ) -> list[DirectionTask]:
+    """Directions -1 or +1, each with probability 1/2 (MAML 2017). ``balanced``: as many of
+    each as ``n`` allows, in random order, so a fixed list of 2 holds forward and backward
+    (PEARL's ``forward_backward`` presets)."""
+    if balanced:
+        directions = rng.permutation(np.resize([1, -1], n))
+    else:
+        directions = 2 * rng.integers(0, 2, size=n) - 1
+    return [DirectionTask(float(d)) for d in directions]
 
 
 def sample_disk_goals(n: int, rng: np.random.Generator, goal_radius: float) -> list[GoalTask]:
@@ -332,12 +339,13 @@ class HalfCheetahDirEnv(_CheetahTaskEnv):
     _task_term = staticmethod(direction_term)
 
     def __init__(self, ctrl_cost_weight: float = 0.05, reset_noise_scale: float = 0.1,
-                 render_mode: str | None = None) -> None:
+                 render_mode: str | None = None, balanced: bool = False) -> None:
+        self.balanced = balanced  # before the base class, which draws a first task
         super().__init__(ctrl_cost_weight, reset_noise_scale, render_mode)
-        utils.EzPickle.__init__(self, ctrl_cost_weight, reset_noise_scale, render_mode)
+        utils.EzPickle.__init__(self, ctrl_cost_weight, reset_noise_scale, render_mode, balanced)
 
     def sample_tasks(self, n: int, rng: np.random.Generator) -> list[DirectionTask]:
-        return sample_direction_tasks(n, rng)
+        return sample_direction_tasks(n, rng, self.balanced)
 
 
 class AntVelEnv(_AntTaskEnv):
@@ -371,15 +379,17 @@ class AntDirEnv(_AntTaskEnv):
     def __init__(self, ctrl_cost_weight: float = 0.005, contact_cost_weight: float = 5e-4,
                  survive_reward: float = 0.05, healthy_z_range: tuple[float, float] = (0.2, 1.0),
                  contact_force_range: tuple[float, float] = (-1.0, 1.0),
-                 reset_noise_scale: float = 0.1, render_mode: str | None = None) -> None:
+                 reset_noise_scale: float = 0.1, render_mode: str | None = None,
+                 balanced: bool = False) -> None:
+        self.balanced = balanced  # before the base class, which draws a first task
         super().__init__(ctrl_cost_weight, contact_cost_weight, survive_reward, healthy_z_range,
                          contact_force_range, reset_noise_scale, render_mode)
         utils.EzPickle.__init__(self, ctrl_cost_weight, contact_cost_weight, survive_reward,
                                 healthy_z_range, contact_force_range, reset_noise_scale,
-                                render_mode)
+                                render_mode, balanced)
 
     def sample_tasks(self, n: int, rng: np.random.Generator) -> list[DirectionTask]:
-        return sample_direction_tasks(n, rng)
+        return sample_direction_tasks(n, rng, self.balanced)
 
 
 class AntGoalEnv(_AntTaskEnv):
@@ -571,8 +581,9 @@ class BatchedHalfCheetahDir(_BatchedFamily):
     """B HalfCheetahDir environments stepped together (see :class:`HalfCheetahDirEnv`)."""
 
     def __init__(self, ctrl_cost_weight: float = 0.05, reset_noise_scale: float = 0.1,
-                 num_threads: int | None = None) -> None:
-        super().__init__(HalfCheetahDirEnv(ctrl_cost_weight, reset_noise_scale), num_threads)
+                 num_threads: int | None = None, balanced: bool = False) -> None:
+        super().__init__(HalfCheetahDirEnv(ctrl_cost_weight, reset_noise_scale,
+                                           balanced=balanced), num_threads)
 
 
 class BatchedAntVel(_BatchedFamily):
@@ -594,10 +605,11 @@ class BatchedAntDir(_BatchedFamily):
     def __init__(self, ctrl_cost_weight: float = 0.005, contact_cost_weight: float = 5e-4,
                  survive_reward: float = 0.05, healthy_z_range: tuple[float, float] = (0.2, 1.0),
                  contact_force_range: tuple[float, float] = (-1.0, 1.0),
-                 reset_noise_scale: float = 0.1, num_threads: int | None = None) -> None:
+                 reset_noise_scale: float = 0.1, num_threads: int | None = None,
+                 balanced: bool = False) -> None:
         super().__init__(AntDirEnv(ctrl_cost_weight, contact_cost_weight, survive_reward,
-                                   healthy_z_range, contact_force_range, reset_noise_scale),
-                         num_threads)
+                                   healthy_z_range, contact_force_range, reset_noise_scale,
+                                   balanced=balanced), num_threads)
 
 
 class BatchedAntGoal(_BatchedFamily):

@@ -1,23 +1,11 @@
-"""Fixtures shared by the algorithm tests: a few point-navigation tasks, float64 on demand."""
+"""Fixtures shared by the algorithm tests: a few point-navigation tasks."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 import pytest
-import torch
 
 from metarl_cli.envs.point_nav import BatchedPointNav, GoalTask
-
-
-@pytest.fixture
-def double() -> Iterator[None]:
-    """Everything (sampler tensors, policy) in float64 for tight comparisons."""
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
 
 
 @pytest.fixture

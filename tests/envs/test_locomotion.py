@@ -24,6 +24,7 @@ from metarl_cli.envs.locomotion import (
     HalfCheetahVelEnv,
     VelocityTask,
     ant_terminated,
+    sample_direction_tasks,
 )
 from metarl_cli.envs.point_nav import GoalTask
 
@@ -323,3 +324,12 @@ def test_serial_batch_steps_single_envs() -> None:
     assert batch.reset(rng).shape == (2, 17)
     obs, rewards, terminated = batch.step(rng.uniform(-1, 1, size=(2, 6)))
     assert obs.shape == (2, 17) and rewards.shape == (2,) and not terminated.any()
+
+
+def test_balanced_direction_lists_hold_both_directions() -> None:
+    for seed in range(20):
+        rng = np.random.default_rng(seed)
+        pair = sample_direction_tasks(2, rng, balanced=True)
+        assert sorted(t.direction for t in pair) == [-1.0, 1.0]
+        five = [t.direction for t in sample_direction_tasks(5, rng, balanced=True)]
+        assert sorted(five) in ([-1.0, -1.0, 1.0, 1.0, 1.0], [-1.0, -1.0, -1.0, 1.0, 1.0])
