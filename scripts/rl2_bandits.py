@@ -21,11 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from metarl_cli.commands.eval import evaluate  # noqa: E402
+from metarl_cli.commands.eval import evaluate, load_run_config  # noqa: E402
 from metarl_cli.core.bandit_baselines import bandit_baselines  # noqa: E402
 from metarl_cli.core.build import ConfigError, build  # noqa: E402
 from metarl_cli.core.tasks import TaskSets  # noqa: E402
@@ -59,12 +59,7 @@ def rl2_result(run_dir: Path, reevaluate: bool, checkpoint: str, num_tasks: int 
 
 
 def run_config(run_dir: Path) -> DictConfig:
-    path = run_dir / ".hydra" / "config.yaml"
-    if not path.is_file():
-        raise ConfigError(f"{run_dir}: no .hydra/config.yaml; pass a run directory made by "
-                          "metarl train")
-    cfg = OmegaConf.load(path)
-    assert isinstance(cfg, DictConfig)
+    cfg = load_run_config(run_dir, {})
     if not str(cfg.env.family._target_).endswith("BatchedBernoulliBandit"):
         raise ConfigError(f"{run_dir}: env is {cfg.env.family._target_}, not a Bernoulli bandit")
     return cfg

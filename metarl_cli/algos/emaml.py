@@ -26,14 +26,12 @@ from metarl_cli.core.adaptation import (
     AdaptationData,
     StepSchedule,
     adaptation_metrics,
-    check_choice,
-    check_non_negative,
-    check_positive,
     likelihood_ratio,
     mean_kl,
     surrogate_loss,
     task_means,
 )
+from metarl_cli.core.checks import check_choice, check_non_negative, check_positive
 from metarl_cli.core.functional import Params, PerTaskPolicy, task_distribution
 from metarl_cli.core.gradient_learner import (
     CURVATURES,

@@ -24,13 +24,11 @@ from metarl_cli.core.adaptation import (
     LearnedStepSizes,
     StepSchedule,
     adaptation_metrics,
-    check_choice,
-    check_positive,
-    check_unit_interval,
     likelihood_ratio,
     mean_kl,
     surrogate_loss,
 )
+from metarl_cli.core.checks import check_choice, check_positive, check_unit_interval
 from metarl_cli.core.functional import Params, PerTaskPolicy
 from metarl_cli.core.gradient_learner import (
     CURVATURES,

@@ -38,6 +38,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from metarl_cli.core.checks import check_non_negative, check_positive, check_unit_interval
 from metarl_cli.core.replay import MultiTaskReplay, Transitions
 from metarl_cli.core.sampler import Sampler
 from metarl_cli.core.types import EpisodeBatch
@@ -101,21 +102,15 @@ class PEARL:
         if not isinstance(policy, PEARLNetworks):
             raise ValueError("algo=pearl needs model=pearl (the PEARLNetworks module), got "
                              f"{type(policy).__name__}")
-        for name, value in [("num_initial_steps", num_initial_steps),
-                            ("num_steps_prior", num_steps_prior),
-                            ("num_steps_posterior", num_steps_posterior),
-                            ("num_extra_rl_steps_posterior", num_extra_rl_steps_posterior),
-                            ("kl_lambda", kl_lambda)]:
-            if value < 0:
-                raise ValueError(f"{name} must be >= 0, got {value}")
-        for name, value in [("num_train_steps_per_itr", num_train_steps_per_itr),
-                            ("meta_batch", meta_batch),
-                            ("embedding_batch_size", embedding_batch_size),
-                            ("embedding_mini_batch_size", embedding_mini_batch_size),
-                            ("batch_size", batch_size), ("reward_scale", reward_scale),
-                            ("replay_capacity", replay_capacity), ("max_tasks", max_tasks)]:
-            if not value > 0:
-                raise ValueError(f"{name} must be > 0, got {value}")
+        check_non_negative(num_initial_steps=num_initial_steps, num_steps_prior=num_steps_prior,
+                           num_steps_posterior=num_steps_posterior,
+                           num_extra_rl_steps_posterior=num_extra_rl_steps_posterior,
+                           kl_lambda=kl_lambda)
+        check_positive(num_train_steps_per_itr=num_train_steps_per_itr, meta_batch=meta_batch,
+                       embedding_batch_size=embedding_batch_size,
+                       embedding_mini_batch_size=embedding_mini_batch_size,
+                       batch_size=batch_size, reward_scale=reward_scale,
+                       replay_capacity=replay_capacity, max_tasks=max_tasks)
         if embedding_mini_batch_size > embedding_batch_size:
             raise ValueError(f"embedding_mini_batch_size ({embedding_mini_batch_size}) must be "
                              f"<= embedding_batch_size ({embedding_batch_size})")
@@ -126,11 +121,8 @@ class PEARL:
         if num_initial_steps + num_steps_prior + num_steps_posterior == 0:
             raise ValueError("num_initial_steps, num_steps_prior and num_steps_posterior are all "
                              "0, so the encoder would have no context; set one of them > 0")
-        for name, value in [("discount", discount), ("soft_target_tau", soft_target_tau)]:
-            if not 0 < value <= 1:
-                raise ValueError(f"{name} must be in (0, 1], got {value}")
-        if lr is not None and not lr > 0:
-            raise ValueError(f"lr must be > 0 or null, got {lr}")
+        check_unit_interval(discount=discount, soft_target_tau=soft_target_tau)
+        check_positive(or_none=True, lr=lr)
         if optimizer is None:
             raise ValueError("PEARL needs an optimizer (choose one with optimizer=...)")
         self.policy, self.sampler = policy, sampler

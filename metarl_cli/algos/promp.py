@@ -25,14 +25,12 @@ from metarl_cli.core.adaptation import (
     AdaptationData,
     StepSchedule,
     adaptation_metrics,
-    check_non_negative,
-    check_positive,
-    check_unit_interval,
     likelihood_ratio,
     mean_kl,
     optimizer_update,
     surrogate_loss,
 )
+from metarl_cli.core.checks import check_non_negative, check_positive, check_unit_interval
 from metarl_cli.core.functional import Params, PerTaskPolicy
 from metarl_cli.core.gradient_learner import (
     AdaptationRule,

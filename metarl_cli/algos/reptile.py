@@ -21,7 +21,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from metarl_cli.core.adaptation import StepSchedule, adaptation_metrics, check_positive
+from metarl_cli.core.adaptation import StepSchedule, adaptation_metrics
+from metarl_cli.core.checks import check_positive
 from metarl_cli.core.functional import Params, PerTaskPolicy
 from metarl_cli.core.gradient_learner import (
     AdaptationRule,

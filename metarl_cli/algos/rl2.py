@@ -20,6 +20,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from metarl_cli.core.checks import (
+    check_integer,
+    check_non_negative,
+    check_positive,
+    check_unit_interval,
+)
 from metarl_cli.core.returns import gae
 from metarl_cli.core.sampler import Sampler
 from metarl_cli.core.types import EpisodeBatch
@@ -46,23 +52,13 @@ class RL2:
                              f"{type(policy).__name__}; choose model=gru")
         if optimizer is None:
             raise ValueError("optimizer: RL² needs an optimizer (choose one with optimizer=...)")
-        for name, value in [("rollouts_per_task", rollouts_per_task),
-                            ("episodes_per_trial", episodes_per_trial),
-                            ("ppo_epochs", ppo_epochs), ("num_minibatches", num_minibatches)]:
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-        for name, value in [("clip_eps", clip_eps), ("gamma", gamma),
-                            ("gae_lambda", gae_lambda)]:
-            if not 0 < value <= 1:
-                raise ValueError(f"{name} must be in (0, 1], got {value}")
-        for name, value in [("value_coef", value_coef), ("entropy_coef", entropy_coef)]:
-            if value < 0:
-                raise ValueError(f"{name} must be >= 0, got {value}")
-        if max_grad_norm is not None and not max_grad_norm > 0:
-            raise ValueError(f"max_grad_norm must be > 0 or null, got {max_grad_norm}")
-        if bptt_length is not None and (not isinstance(bptt_length, int) or bptt_length < 1):
-            raise ValueError(f"bptt_length must be an integer >= 1 or null (whole trial), "
-                             f"got {bptt_length!r}")
+        check_integer(1, rollouts_per_task=rollouts_per_task,
+                      episodes_per_trial=episodes_per_trial, ppo_epochs=ppo_epochs,
+                      num_minibatches=num_minibatches)
+        check_unit_interval(clip_eps=clip_eps, gamma=gamma, gae_lambda=gae_lambda)
+        check_non_negative(value_coef=value_coef, entropy_coef=entropy_coef)
+        check_positive(or_none=True, max_grad_norm=max_grad_norm)
+        check_integer(1, or_none=True, bptt_length=bptt_length)  # null: the whole trial
         self.policy = policy
         self.sampler = sampler
         self.rollouts_per_task = rollouts_per_task

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 from torch.distributions import Distribution, kl_divergence
 
+from metarl_cli.core.checks import check_choice, check_positive
 from metarl_cli.core.functional import (
     Params,
     PerTaskPolicy,
@@ -36,34 +37,6 @@ from metarl_cli.core.types import EpisodeBatch
 
 ESTIMATORS = ("log_likelihood", "lvc")
 StepSize = float | Params  # one rate for all parameters, or a tensor per parameter (learned)
-
-
-# ----------------------------------------------------------------------------- checks
-def check_positive(**values: float) -> None:
-    """Refuse counts, sizes and rates that must be > 0, naming the parameter (keyword)."""
-    for name, value in values.items():
-        if not value > 0:
-            raise ValueError(f"{name} must be > 0, got {value}")
-
-
-def check_non_negative(**values: float) -> None:
-    """Refuse weights and coefficients that must be >= 0, naming the parameter (keyword)."""
-    for name, value in values.items():
-        if not value >= 0:
-            raise ValueError(f"{name} must be >= 0, got {value}")
-
-
-def check_unit_interval(**values: float) -> None:
-    """Refuse discounts, ratios and fractions outside (0, 1], naming the parameter (keyword)."""
-    for name, value in values.items():
-        if not 0 < value <= 1:
-            raise ValueError(f"{name} must be in (0, 1], got {value}")
-
-
-def check_choice(name: str, value: str, choices: Sequence[str]) -> None:
-    """Refuse a value that is not one of ``choices``, listing them."""
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
 
 
 def check_estimator(estimator: str) -> None:

@@ -25,13 +25,12 @@ from metarl_cli.core.adaptation import (
     adapt_policy,
     adapted_params,
     check_estimator,
-    check_positive,
-    check_unit_interval,
     inner_step,
     mean_kl,
     optimizer_update,
     sample_and_adapt,
 )
+from metarl_cli.core.checks import check_positive, check_unit_interval
 from metarl_cli.core.functional import Params, PerTaskPolicy, broadcast_policy
 from metarl_cli.core.optim import gradient_step_kl_product, trpo_step
 from metarl_cli.core.returns import policy_gradient_advantages

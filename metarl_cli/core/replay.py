@@ -20,6 +20,8 @@ from typing import Any
 
 import torch
 
+from metarl_cli.core.checks import check_at_least
+
 
 @dataclass(frozen=True)
 class Transitions:
@@ -38,9 +40,7 @@ FIELDS = ("obs", "actions", "rewards", "next_obs", "terminals")
 class MultiTaskReplay:
     def __init__(self, obs_dim: int, act_dim: int, capacity: int, max_tasks: int,
                  device: str | torch.device = "cpu") -> None:
-        for name, value in [("capacity", capacity), ("max_tasks", max_tasks)]:
-            if value < 1:
-                raise ValueError(f"{name} must be >= 1, got {value}")
+        check_at_least(1, capacity=capacity, max_tasks=max_tasks)
         self.capacity, self.max_tasks = capacity, max_tasks
         self.device = torch.device(device)
         dtype = torch.get_default_dtype()

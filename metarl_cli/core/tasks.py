@@ -12,16 +12,15 @@ from typing import Any
 
 import numpy as np
 
+from metarl_cli.core.checks import check_at_least
 from metarl_cli.envs.base import BatchedEnv
 
 
 class TaskSets:
     def __init__(self, family: BatchedEnv, task_seed: int, num_train_tasks: int | None,
                  num_test_tasks: int | None) -> None:
-        for name, value in [("num_train_tasks", num_train_tasks),
-                            ("num_test_tasks", num_test_tasks)]:
-            if value is not None and value < 1:
-                raise ValueError(f"{name} must be >= 1 or null, got {value}")
+        check_at_least(1, or_none=True, num_train_tasks=num_train_tasks,
+                       num_test_tasks=num_test_tasks)
         self.family = family
         self.task_seed = task_seed
         self.num_test_tasks = num_test_tasks

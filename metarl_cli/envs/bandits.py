@@ -21,6 +21,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from metarl_cli.core.checks import check_integer
+
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
 _MIX2 = np.uint64(0x94D049BB133111EB)
@@ -51,11 +53,6 @@ class BanditTask:
     probs: tuple[float, ...]  # success probability of every arm
 
 
-def _check_arms(num_arms: int) -> None:
-    if not isinstance(num_arms, int) or num_arms < 2:
-        raise ValueError(f"num_arms must be an integer >= 2, got {num_arms!r}")
-
-
 def _sample_bandits(n: int, num_arms: int, rng: np.random.Generator) -> list[BanditTask]:
     probs = rng.uniform(0.0, 1.0, size=(n, num_arms))
     return [BanditTask(probs=tuple(float(p) for p in row)) for row in probs]
@@ -78,7 +75,7 @@ class BernoulliBanditEnv(gym.Env):
     """Single-environment form, registered as ``metarl/BernoulliBandit-v0``."""
 
     def __init__(self, num_arms: int = 5) -> None:
-        _check_arms(num_arms)
+        check_integer(2, num_arms=num_arms)
         self.num_arms = num_arms
         self.observation_space = gym.spaces.Box(0.0, 1.0, shape=(1,), dtype=np.float64)
         self.action_space = gym.spaces.Discrete(num_arms)

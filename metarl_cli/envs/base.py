@@ -52,12 +52,6 @@ class BatchedEnv(Protocol):
     def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
 
 
-def check_positive(name: str, value: float) -> None:
-    """Refuse a size, count or scale that must be > 0, naming the parameter."""
-    if not value > 0:
-        raise ValueError(f"{name} must be > 0, got {value}")
-
-
 class SerialBatch:
     """Batched form of any :class:`TaskEnv`: B single environments stepped one after another.
 

@@ -54,7 +54,7 @@ from gymnasium import utils
 from gymnasium.envs.mujoco.ant_v5 import AntEnv
 from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
 
-from metarl_cli.envs.base import check_positive
+from metarl_cli.core.checks import check_integer, check_positive
 from metarl_cli.envs.point_nav import GoalTask
 
 # MAML's AntVel adds a constant 1 to the velocity-tracking term (on top of the survive reward).
@@ -103,12 +103,8 @@ def _check_range(name: str, value: Sequence[float]) -> tuple[float, float]:
 
 
 def _check_num_threads(num_threads: int | None) -> int:
-    if num_threads is None:
-        return os.cpu_count() or 1
-    if not isinstance(num_threads, int):
-        raise ValueError(f"num_threads must be an int or None, got {num_threads!r}")
-    check_positive("num_threads", num_threads)
-    return num_threads
+    check_integer(1, or_none=True, num_threads=num_threads)
+    return (os.cpu_count() or 1) if num_threads is None else num_threads
 
 
 # ---------------------------------------------------------------- task distributions
@@ -403,7 +399,7 @@ class AntGoalEnv(_AntTaskEnv):
                  healthy_z_range: tuple[float, float] = (0.2, 1.0),
                  contact_force_range: tuple[float, float] = (-1.0, 1.0),
                  reset_noise_scale: float = 0.1, render_mode: str | None = None) -> None:
-        check_positive("goal_radius", goal_radius)
+        check_positive(goal_radius=goal_radius)
         self.goal_radius = _check_finite("goal_radius", goal_radius)
         super().__init__(ctrl_cost_weight, contact_cost_weight, survive_reward, healthy_z_range,
                          contact_force_range, reset_noise_scale, render_mode)
@@ -431,7 +427,7 @@ class MujocoBatch:
 
     def __init__(self, xml_path: str, frame_skip: int, contacts: bool,
                  num_threads: int | None = None, body_positions: bool = True) -> None:
-        check_positive("frame_skip", frame_skip)
+        check_positive(frame_skip=frame_skip)
         self.model = mujoco.MjModel.from_xml_path(xml_path)
         self.frame_skip = frame_skip
         self.contacts = contacts

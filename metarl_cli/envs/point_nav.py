@@ -19,7 +19,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from metarl_cli.envs.base import check_positive
+from metarl_cli.core.checks import check_positive
 
 
 @dataclass(frozen=True)
@@ -32,10 +32,27 @@ def _sample_goals(n: int, rng: np.random.Generator, goal_range: float) -> list[G
     return [GoalTask(goal=(float(x), float(y))) for x, y in goals]
 
 
-def _move(pos: np.ndarray, action: np.ndarray, goal: np.ndarray, max_step: float, tolerance: float
-          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+# --- point-mass pieces, shared with PEARL's point robots (point_robot.py) ---
+def point_spaces() -> tuple[gym.spaces.Box, gym.spaces.Box]:
+    """Observation (the position, unbounded) and action ([-1, 1]^2) spaces of a point."""
+    return (gym.spaces.Box(-np.inf, np.inf, shape=(2,), dtype=np.float64),
+            gym.spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float64))
+
+
+def move(pos: np.ndarray, action: np.ndarray, max_step: float) -> np.ndarray:
+    """New positions for any batch shape: the action clipped to [-1, 1] scaled by max_step."""
+    return pos + max_step * np.clip(action, -1.0, 1.0)
+
+
+def goal_array(tasks: Sequence[Any]) -> np.ndarray:
+    """The goals of tasks with a ``goal`` (x, y) as a (B, 2) array."""
+    return np.array([t.goal for t in tasks], dtype=np.float64).reshape(-1, 2)
+
+
+def _step(pos: np.ndarray, action: np.ndarray, goal: np.ndarray, max_step: float,
+          tolerance: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One step for any batch shape: new position, reward, terminated."""
-    pos = pos + max_step * np.clip(action, -1.0, 1.0)
+    pos = move(pos, action, max_step)
     delta = pos - goal
     reward = -np.linalg.norm(delta, axis=-1)
     terminated = np.all(np.abs(delta) < tolerance, axis=-1)
@@ -47,12 +64,9 @@ class PointNavEnv(gym.Env):
 
     def __init__(self, goal_range: float = 0.5, max_step: float = 0.1, tolerance: float = 0.01
                  ) -> None:
-        for name, value in [("goal_range", goal_range), ("max_step", max_step),
-                            ("tolerance", tolerance)]:
-            check_positive(name, value)
+        check_positive(goal_range=goal_range, max_step=max_step, tolerance=tolerance)
         self.goal_range, self.max_step, self.tolerance = goal_range, max_step, tolerance
-        self.observation_space = gym.spaces.Box(-np.inf, np.inf, shape=(2,), dtype=np.float64)
-        self.action_space = gym.spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float64)
+        self.observation_space, self.action_space = point_spaces()
         self._goal = np.zeros(2)
         self._pos = np.zeros(2)
 
@@ -69,7 +83,7 @@ class PointNavEnv(gym.Env):
         return self._pos.copy(), {}
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
-        self._pos, reward, terminated = _move(self._pos, np.asarray(action, dtype=np.float64),
+        self._pos, reward, terminated = _step(self._pos, np.asarray(action, dtype=np.float64),
                                               self._goal, self.max_step, self.tolerance)
         return self._pos.copy(), float(reward), bool(terminated), False, {}
 
@@ -89,13 +103,13 @@ class BatchedPointNav:
         return self._single.sample_tasks(n, rng)
 
     def set_tasks(self, tasks: Sequence[GoalTask]) -> None:
-        self._goals = np.array([t.goal for t in tasks], dtype=np.float64).reshape(-1, 2)
+        self._goals = goal_array(tasks)
 
     def reset(self, rng: np.random.Generator) -> np.ndarray:
         self._pos = np.zeros_like(self._goals)
         return self._pos.copy()
 
     def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        self._pos, reward, terminated = _move(self._pos, actions, self._goals,
+        self._pos, reward, terminated = _step(self._pos, actions, self._goals,
                                               self._single.max_step, self._single.tolerance)
         return self._pos.copy(), reward, terminated

@@ -29,21 +29,13 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from metarl_cli.envs.base import check_positive
+from metarl_cli.core.checks import check_non_negative, check_positive
+from metarl_cli.envs.point_nav import goal_array, move, point_spaces
 
 
 @dataclass(frozen=True)
 class PointGoalTask:
     goal: tuple[float, float]
-
-
-def _spaces() -> tuple[gym.spaces.Box, gym.spaces.Box]:
-    return (gym.spaces.Box(-np.inf, np.inf, shape=(2,), dtype=np.float64),
-            gym.spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float64))
-
-
-def _move(pos: np.ndarray, action: np.ndarray, max_step: float) -> np.ndarray:
-    return pos + max_step * np.clip(action, -1.0, 1.0)
 
 
 def dense_reward(pos: np.ndarray, goal: np.ndarray) -> np.ndarray:
@@ -68,12 +60,10 @@ class PointRobotEnv(gym.Env):
 
     def __init__(self, goal_range: float = 1.0, max_step: float = 0.1, start_range: float = 1.0
                  ) -> None:
-        for name, value in [("goal_range", goal_range), ("max_step", max_step)]:
-            check_positive(name, value)
-        if start_range < 0:
-            raise ValueError(f"start_range must be >= 0, got {start_range}")
+        check_positive(goal_range=goal_range, max_step=max_step)
+        check_non_negative(start_range=start_range)
         self.goal_range, self.max_step, self.start_range = goal_range, max_step, start_range
-        self.observation_space, self.action_space = _spaces()
+        self.observation_space, self.action_space = point_spaces()
         self._goal = np.zeros(2)
         self._pos = np.zeros(2)
 
@@ -91,7 +81,7 @@ class PointRobotEnv(gym.Env):
         return self._pos.copy(), {}
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
-        self._pos = _move(self._pos, np.asarray(action, dtype=np.float64), self.max_step)
+        self._pos = move(self._pos, np.asarray(action, dtype=np.float64), self.max_step)
         return self._pos.copy(), float(dense_reward(self._pos, self._goal)), False, False, {}
 
 
@@ -110,7 +100,7 @@ class BatchedPointRobot:
         return self._single.sample_tasks(n, rng)
 
     def set_tasks(self, tasks: Sequence[PointGoalTask]) -> None:
-        self._goals = np.array([t.goal for t in tasks], dtype=np.float64).reshape(-1, 2)
+        self._goals = goal_array(tasks)
 
     def reset(self, rng: np.random.Generator) -> np.ndarray:
         r = self._single.start_range
@@ -118,7 +108,7 @@ class BatchedPointRobot:
         return self._pos.copy()
 
     def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        self._pos = _move(self._pos, actions, self._single.max_step)
+        self._pos = move(self._pos, actions, self._single.max_step)
         terminated = np.zeros(len(self._pos), dtype=bool)
         return self._pos.copy(), dense_reward(self._pos, self._goals), terminated
 
@@ -129,11 +119,10 @@ class PointRobotSparseEnv(gym.Env):
 
     def __init__(self, goal_radius: float = 0.2, max_step: float = 0.1,
                  shaped_training_reward: bool = True) -> None:
-        for name, value in [("goal_radius", goal_radius), ("max_step", max_step)]:
-            check_positive(name, value)
+        check_positive(goal_radius=goal_radius, max_step=max_step)
         self.goal_radius, self.max_step = goal_radius, max_step
         self.shaped_training_reward = shaped_training_reward
-        self.observation_space, self.action_space = _spaces()
+        self.observation_space, self.action_space = point_spaces()
         self._goal = np.zeros(2)
         self._pos = np.zeros(2)
 
@@ -151,7 +140,7 @@ class PointRobotSparseEnv(gym.Env):
         return self._pos.copy(), {}
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
-        self._pos = _move(self._pos, np.asarray(action, dtype=np.float64), self.max_step)
+        self._pos = move(self._pos, np.asarray(action, dtype=np.float64), self.max_step)
         reward = float(sparse_reward(self._pos, self._goal, self.goal_radius))
         info = {"dense_reward": float(dense_reward(self._pos, self._goal))}
         return self._pos.copy(), reward, False, False, info
@@ -172,14 +161,14 @@ class BatchedPointRobotSparse:
         return self._single.sample_tasks(n, rng)
 
     def set_tasks(self, tasks: Sequence[PointGoalTask]) -> None:
-        self._goals = np.array([t.goal for t in tasks], dtype=np.float64).reshape(-1, 2)
+        self._goals = goal_array(tasks)
 
     def reset(self, rng: np.random.Generator) -> np.ndarray:
         self._pos = np.zeros_like(self._goals)
         return self._pos.copy()
 
     def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        self._pos = _move(self._pos, actions, self._single.max_step)
+        self._pos = move(self._pos, actions, self._single.max_step)
         reward = sparse_reward(self._pos, self._goals, self._single.goal_radius)
         return self._pos.copy(), reward, np.zeros(len(self._pos), dtype=bool)
 

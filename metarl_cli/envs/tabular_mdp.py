@@ -20,6 +20,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from metarl_cli.core.checks import check_integer
 from metarl_cli.envs.bandits import KEY_BOUND, counter_uniforms, reset_keys
 
 
@@ -27,12 +28,6 @@ from metarl_cli.envs.bandits import KEY_BOUND, counter_uniforms, reset_keys
 class MDPTask:
     transitions: tuple[tuple[tuple[float, ...], ...], ...]  # [s][a][s'] = P(s' | s, a)
     reward_means: tuple[tuple[float, ...], ...]  # [s][a] = mu(s, a)
-
-
-def _check_sizes(num_states: int, num_actions: int) -> None:
-    for name, value in [("num_states", num_states), ("num_actions", num_actions)]:
-        if not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
 
 
 def _sample_mdps(n: int, num_states: int, num_actions: int, rng: np.random.Generator
@@ -70,7 +65,7 @@ class TabularMDPEnv(gym.Env):
     """Single-environment form, registered as ``metarl/TabularMDP-v0``."""
 
     def __init__(self, num_states: int = 10, num_actions: int = 5) -> None:
-        _check_sizes(num_states, num_actions)
+        check_integer(1, num_states=num_states, num_actions=num_actions)
         self.num_states, self.num_actions = num_states, num_actions
         self.observation_space = gym.spaces.Box(0.0, 1.0, shape=(num_states,), dtype=np.float64)
         self.action_space = gym.spaces.Discrete(num_actions)

@@ -1,10 +1,9 @@
 """The shared adaptation pieces: step-size schedules, inner losses, outer objectives, metrics,
-parameter checks, and the gradient learners' adaptation rule, outer update and checkpoints."""
+and the gradient learners' adaptation rule, outer update and checkpoints."""
 
 from __future__ import annotations
 
 import math
-import re
 
 import numpy as np
 import pytest
@@ -14,10 +13,6 @@ from metarl_cli.core.adaptation import (
     LearnedStepSizes,
     StepSchedule,
     adaptation_metrics,
-    check_choice,
-    check_non_negative,
-    check_positive,
-    check_unit_interval,
     mean_kl,
     pg_losses,
     surrogate_loss,
@@ -131,23 +126,6 @@ def test_adaptation_metrics_in_sampling_order() -> None:
 def test_schedule_keeps_a_list_of_rates_as_a_tuple() -> None:
     schedule = StepSchedule(0.5, 0.5, inner_lrs=[0.3, 0.2])
     assert schedule.inner_lrs == (0.3, 0.2) and schedule(3) == 0.2
-
-
-@pytest.mark.parametrize(("check", "value", "message"), [
-    (check_positive, 0, "must be > 0, got 0"), (check_positive, math.nan, "must be > 0"),
-    (check_non_negative, -1e-9, "must be >= 0"), (check_unit_interval, 0.0, "must be in (0, 1]"),
-    (check_unit_interval, 1.5, "must be in (0, 1]"),
-])
-def test_checks_name_the_parameter_that_is_out_of_range(check, value, message) -> None:
-    check(first=0.5, second=1)  # in range for every check
-    with pytest.raises(ValueError, match=r"^second " + re.escape(message)):
-        check(first=0.5, second=value)
-
-
-def test_check_choice_lists_the_choices() -> None:
-    check_choice("outer_step", "trpo", ("trpo", "vpg"))
-    with pytest.raises(ValueError, match=r"outer_step must be one of trpo, vpg, got 'adam'"):
-        check_choice("outer_step", "adam", ("trpo", "vpg"))
 
 
 def _point_nav_rule(**kwargs) -> tuple[AdaptationRule, Sampler, list]:
