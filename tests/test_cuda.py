@@ -47,3 +47,24 @@ def test_cuda_run_matches_cpu_run(compose_config: Callable[..., DictConfig],
     torch.testing.assert_close(p_gpu, p_cpu, atol=1e-8, rtol=1e-6)
     assert m_gpu["meta_train/return_pre"] == pytest.approx(m_cpu["meta_train/return_pre"], rel=1e-8)
     assert c_gpu.mean.tolist() == pytest.approx(c_cpu.mean.tolist(), rel=1e-3)
+
+
+@pytest.mark.parametrize("overrides", [
+    ("algo=rl2", "env=point_nav", "model.hidden_size=16", "meta_batch_size=4",
+     "algo.rollouts_per_task=2", "eval.num_tasks=4", "eval.rollouts=2", "env.horizon=20"),
+    ("algo=pearl", "env=point_robot", "model.hidden_sizes=[16,16]",
+     "model.encoder_hidden_sizes=[16,16]", "algo.num_train_steps_per_itr=3",
+     "algo.num_initial_steps=40", "algo.num_steps_prior=40", "algo.num_extra_rl_steps_posterior=20",
+     "algo.batch_size=8", "algo.embedding_batch_size=8", "algo.embedding_mini_batch_size=8",
+     "meta_batch_size=2", "eval.num_tasks=2"),
+])
+def test_context_based_learners_train_and_meta_test_on_cuda(
+        compose_config: Callable[..., DictConfig], overrides: tuple[str, ...],
+        device: str = "cuda") -> None:
+    cfg = compose_config(*overrides, f"device={device}")
+    exp = build_experiment(cfg)
+    metrics = exp.learner.train_step(exp.task_sets.train_batch(cfg.meta_batch_size))
+    curve = run_meta_test(exp, cfg, 1)
+    assert all(p.device.type == device for p in exp.learner.policy.parameters())
+    assert all(torch.isfinite(torch.tensor(v)) for v in metrics.values())
+    assert curve.returns.shape == (cfg.eval.steps + 1, cfg.eval.num_tasks)
