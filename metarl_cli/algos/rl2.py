@@ -26,7 +26,7 @@ from metarl_cli.core.checks import (
     check_positive,
     check_unit_interval,
 )
-from metarl_cli.core.returns import gae
+from metarl_cli.core.returns import gae, normalize
 from metarl_cli.core.sampler import Sampler
 from metarl_cli.core.types import EpisodeBatch
 from metarl_cli.policies.recurrent import (
@@ -84,7 +84,7 @@ class RL2:
             values = self.policy.evaluate(trials, self.bptt_length).values
         advantages = gae(trials.rewards, values, trials.mask, self.gamma, self.gae_lambda)
         returns = (advantages + values) * trials.mask
-        advantages = _normalized(advantages, trials.mask)
+        advantages = normalize(advantages, trials.mask)  # (B, L): over the whole batch
 
         # --- PPO epochs over minibatches of whole trials ---
         sums = {"loss/policy": 0.0, "loss/value": 0.0, "loss/entropy": 0.0,
@@ -164,10 +164,3 @@ def trial_metrics(batches: list[EpisodeBatch]) -> dict[str, float]:
 
 def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (x * mask).sum() / mask.sum().clamp_min(1.0)
-
-
-def _normalized(x: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """Centred and scaled by the standard deviation over all valid steps of the batch."""
-    mean = _masked_mean(x, mask)
-    std = _masked_mean((x - mean) ** 2, mask).sqrt()
-    return (x - mean) / (std + eps) * mask
