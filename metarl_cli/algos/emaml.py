@@ -34,10 +34,10 @@ from metarl_cli.core.adaptation import (
 from metarl_cli.core.checks import check_choice, check_non_negative, check_positive
 from metarl_cli.core.functional import Params, PerTaskPolicy, task_distribution
 from metarl_cli.core.gradient_learner import (
-    CURVATURES,
     AdaptationRule,
     OptimizerFactory,
     TrustRegion,
+    check_curvature,
     load_parts_state_dict,
     outer_update,
     parts_state_dict,
@@ -56,10 +56,10 @@ class EMAML:
                  first_order: bool = False, exploration_weight: float = 1.0,
                  outer_step: str = "trpo", max_kl: float = 0.01, cg_iters: int = 10,
                  cg_damping: float = 1e-5, line_search_steps: int = 15,
-                 backtrack_ratio: float = 0.8, curvature: str = "autograd", gamma: float = 0.99,
+                 backtrack_ratio: float = 0.8, curvature: str = "autograd",
+                 cg_subsample: float = 1.0, gamma: float = 0.99,
                  gae_lambda: float = 1.0, optimizer: OptimizerFactory | None = None) -> None:
         check_choice("outer_step", outer_step, OUTER_STEPS)
-        check_choice("curvature", curvature, CURVATURES)
         check_positive(rollouts_per_task=rollouts_per_task, inner_steps=inner_steps)
         check_non_negative(exploration_weight=exploration_weight)
         self.policy = policy
@@ -71,7 +71,8 @@ class EMAML:
         self.first_order = first_order
         self.exploration_weight = exploration_weight
         self.trust_region = TrustRegion(max_kl, cg_iters, cg_damping, line_search_steps,
-                                        backtrack_ratio)
+                                        backtrack_ratio, cg_subsample)
+        check_curvature(curvature, self.trust_region, inner_steps == 1)
         self.curvature = curvature
         self.optimizer = (None if outer_step == "trpo" else
                           require_optimizer(optimizer, f"outer_step={outer_step}")(
@@ -95,8 +96,8 @@ class EMAML:
         def kl(differentiable: bool) -> torch.Tensor:
             return mean_kl(self.policy, chain(differentiable)[-1], post, old)
 
-        curvature = (self.rule.kl_curvature(data, not self.first_order)
-                     if self.curvature == "gradient_step" else None)
+        curvature = self.trust_region.curvature(self.rule, data, not self.first_order,
+                                                self.curvature)
         metrics = outer_update(list(self.policy.parameters()), loss, kl, self.optimizer,
                                self.trust_region, curvature=curvature)
         return metrics | adaptation_metrics(data.all_batches())

@@ -10,7 +10,9 @@ post-adaptation surrogate, differentiated through the inner steps (second order 
 one step of the configured torch optimizer, ``"ppo"`` ``ppo_epochs`` steps of it on the clipped
 surrogate (Schulman et al., 2017) without resampling. TRPO's KL curvature (``curvature``) is
 by default the cheaper product through the one inner gradient step where that is exact (see
-core/optim.py), else autograd's.
+core/optim.py), else autograd's; ``cg_subsample`` < 1 takes that product on the first part of
+each task's rollouts only (rllab's ``subsample_factor``), which makes the conjugate gradient
+that much cheaper; the line search still checks the KL and the loss on all of them.
 """
 
 from __future__ import annotations
@@ -31,10 +33,10 @@ from metarl_cli.core.adaptation import (
 from metarl_cli.core.checks import check_choice, check_positive, check_unit_interval
 from metarl_cli.core.functional import Params, PerTaskPolicy
 from metarl_cli.core.gradient_learner import (
-    CURVATURES,
     AdaptationRule,
     OptimizerFactory,
     TrustRegion,
+    check_curvature,
     load_parts_state_dict,
     outer_update,
     parts_state_dict,
@@ -53,11 +55,11 @@ class MAML:
                  inner_steps: int = 1, first_order: bool = False, outer_step: str = "trpo",
                  max_kl: float = 0.01, cg_iters: int = 10, cg_damping: float = 1e-5,
                  line_search_steps: int = 15, backtrack_ratio: float = 0.8,
-                 curvature: str = "gradient_step", ppo_epochs: int = 5, clip_eps: float = 0.2,
+                 curvature: str = "gradient_step", cg_subsample: float = 1.0,
+                 ppo_epochs: int = 5, clip_eps: float = 0.2,
                  gamma: float = 0.99, gae_lambda: float = 1.0,
                  optimizer: OptimizerFactory | None = None) -> None:
         check_choice("outer_step", outer_step, OUTER_STEPS)
-        check_choice("curvature", curvature, CURVATURES)
         check_positive(rollouts_per_task=rollouts_per_task, inner_steps=inner_steps,
                        ppo_epochs=ppo_epochs)
         check_unit_interval(clip_eps=clip_eps)
@@ -73,7 +75,8 @@ class MAML:
         self.first_order = first_order
         self.outer_step = outer_step
         self.trust_region = TrustRegion(max_kl, cg_iters, cg_damping, line_search_steps,
-                                        backtrack_ratio)
+                                        backtrack_ratio, cg_subsample)
+        check_curvature(curvature, self.trust_region, inner_steps == 1 and not learn_inner_lr)
         self.curvature = curvature
         self.ppo_epochs, self.clip_eps = ppo_epochs, clip_eps
         self.optimizer = (None if outer_step == "trpo" else
@@ -100,8 +103,8 @@ class MAML:
         def kl(differentiable: bool) -> torch.Tensor:
             return mean_kl(self.policy, adapted(differentiable), post, old)
 
-        curvature = (self.rule.kl_curvature(data, not self.first_order)
-                     if self.curvature == "gradient_step" else None)
+        curvature = self.trust_region.curvature(self.rule, data, not self.first_order,
+                                                self.curvature)
         metrics = outer_update(self._meta_parameters(), surrogate, kl, self.optimizer,
                                self.trust_region,
                                self.ppo_epochs if self.outer_step == "ppo" else 1, curvature)

@@ -10,6 +10,7 @@ part). The learners compose these records; none of them inherits from another.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -30,8 +31,8 @@ from metarl_cli.core.adaptation import (
     optimizer_update,
     sample_and_adapt,
 )
-from metarl_cli.core.checks import check_positive, check_unit_interval
-from metarl_cli.core.functional import Params, PerTaskPolicy, broadcast_policy
+from metarl_cli.core.checks import check_choice, check_positive, check_unit_interval
+from metarl_cli.core.functional import Params, PerTaskPolicy, broadcast_policy, task_distribution
 from metarl_cli.core.optim import gradient_step_kl_product, trpo_step
 from metarl_cli.core.returns import policy_gradient_advantages
 from metarl_cli.core.sampler import Sampler
@@ -96,17 +97,29 @@ class AdaptationRule:
         """theta_0 .. theta_K as functions of the policy's parameters, for the outer step."""
         return adapted_params(self.policy, data, self.step_size, second_order, self.estimator)
 
-    def kl_curvature(self, data: AdaptationData, second_order: bool) -> KLCurvature | None:
+    def kl_curvature(self, data: AdaptationData, second_order: bool, subsample: float = 1.0
+                     ) -> KLCurvature | None:
         """The outer KL's Hessian-vector product (KL on ``data.post``) in the cheaper form of
         :func:`~metarl_cli.core.optim.gradient_step_kl_product` where it is exact: one inner
         step with one step size for all entries (the paper's setting). None elsewhere, where
-        TRPO falls back to its autograd product."""
+        TRPO falls back to its autograd product.
+
+        With ``subsample`` < 1 the product is estimated on the first ceil(subsample * R) of
+        each task's R rollouts, before and after adaptation, at the full step's point."""
         lr = self.step_size(0)
         if len(data.batches) != 1 or isinstance(lr, dict):
             return None
         batch, advantages, post, old = (data.batches[0], data.advantages[0], data.post,
                                         data.post_dist)
         assert post is not None and old is not None
+        at = None
+        if subsample < 1.0:
+            count = math.ceil(subsample * batch.obs.shape[1])
+            batch, advantages = batch.first_rollouts(count), advantages[:, :count]
+            post = post.first_rollouts(math.ceil(subsample * post.obs.shape[1]))
+            at = list(data.acting[-1].params.values())
+            with torch.no_grad():
+                old = task_distribution(self.policy, data.acting[-1].params, post.obs)
 
         def build() -> Callable[[torch.Tensor], torch.Tensor]:
             params = {n: p.detach().unsqueeze(0).expand(len(batch.tasks), *p.shape).clone()
@@ -116,7 +129,8 @@ class AdaptationRule:
             names = list(adapted)
             return gradient_step_kl_product(
                 list(params.values()), list(adapted.values()),
-                lambda ps: mean_kl(self.policy, dict(zip(names, ps, strict=True)), post, old))
+                lambda ps: mean_kl(self.policy, dict(zip(names, ps, strict=True)), post, old),
+                at)
 
         return build
 
@@ -131,11 +145,29 @@ class TrustRegion:
     cg_damping: float
     line_search_steps: int
     backtrack_ratio: float
+    cg_subsample: float = 1.0  # fraction of each task's rollouts the curvature is taken on
 
     def __post_init__(self) -> None:
         check_positive(max_kl=self.max_kl, cg_iters=self.cg_iters,
                        line_search_steps=self.line_search_steps)
-        check_unit_interval(backtrack_ratio=self.backtrack_ratio)
+        check_unit_interval(backtrack_ratio=self.backtrack_ratio, cg_subsample=self.cg_subsample)
+
+    def curvature(self, rule: AdaptationRule, data: AdaptationData, second_order: bool,
+                  choice: str) -> KLCurvature | None:
+        """TRPO's KL curvature for ``choice`` (one of CURVATURES): the rule's cheaper product,
+        on ``cg_subsample`` of the rollouts, or None for autograd's product of the KL."""
+        return (rule.kl_curvature(data, second_order, self.cg_subsample)
+                if choice == "gradient_step" else None)
+
+
+def check_curvature(choice: str, trust_region: TrustRegion, one_plain_step: bool) -> None:
+    """``choice`` is one of CURVATURES, and a subsampled curvature (cg_subsample < 1) is
+    possible: only the gradient_step product subsamples, and it is exact (so used) only for
+    one inner step with one step size for all entries (``one_plain_step``)."""
+    check_choice("curvature", choice, CURVATURES)
+    if trust_region.cg_subsample < 1.0 and not (choice == "gradient_step" and one_plain_step):
+        raise ValueError("cg_subsample < 1 needs curvature=gradient_step with inner_steps=1 "
+                         "and learn_inner_lr=false; set cg_subsample=1.0 otherwise")
 
 
 def outer_update(params: list[torch.Tensor], loss_fn: Callable[[bool], torch.Tensor],

@@ -62,7 +62,8 @@ def hessian_vector_product(scalar: torch.Tensor, params: Sequence[torch.Tensor]
 
 
 def gradient_step_kl_product(task_params: Sequence[torch.Tensor], adapted: Sequence[torch.Tensor],
-                             kl_fn: Callable[[list[torch.Tensor]], torch.Tensor]
+                             kl_fn: Callable[[list[torch.Tensor]], torch.Tensor],
+                             at: Sequence[torch.Tensor] | None = None
                              ) -> Callable[[torch.Tensor], torch.Tensor]:
     """v -> the Hessian-vector product, in the shared parameters theta, of the KL of parameters
     adapted by one gradient step per task.
@@ -74,8 +75,14 @@ def gradient_step_kl_product(task_params: Sequence[torch.Tensor], adapted: Seque
     the Hessian of task i's loss: symmetric, so J_i v and J_i^T w are both one vector-Jacobian
     product through the step's graph. Not valid for several steps or per-entry step sizes
     (then J_i is not symmetric); use :func:`hessian_vector_product` there.
+
+    F is taken at ``at``, the adapted parameters' values (default: ``adapted``'s own). Giving
+    them separately lets ``adapted`` be the step on a subsample of each task's episodes, so
+    that J is estimated on the subsample while F stays at the full step's point, where the
+    KL's gradient is zero (rllab's ``subsample_factor``; ``kl_fn`` then takes the KL on a
+    subsample too).
     """
-    leaves = [t.detach().requires_grad_() for t in adapted]
+    leaves = [t.detach().requires_grad_() for t in (adapted if at is None else at)]
     kl_grads = torch.autograd.grad(kl_fn(leaves), leaves, create_graph=True)
     shapes = [p.shape[1:] for p in task_params]
     sizes = [s.numel() for s in shapes]
@@ -108,7 +115,7 @@ def trpo_step(params: Sequence[torch.Tensor],
     the mean KL from the current parameter values; with ``differentiable=False`` they may skip
     building higher-order graphs (used for the line search). ``curvature()``, when given,
     returns the KL's Hessian-vector product at the current parameters (e.g. from
-    :func:`composite_kl_product`); by default it is the autograd product of ``kl_fn(True)``.
+    :func:`gradient_step_kl_product`); by default it is the autograd product of ``kl_fn(True)``.
     A step whose line search never finds an improving point within the KL bound is not
     applied (``optim/accepted`` = 0).
     """

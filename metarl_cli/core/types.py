@@ -40,6 +40,14 @@ class EpisodeBatch:
         """Undiscounted return of every episode, (N, R)."""
         return (self.rewards * self.mask).sum(-1)
 
+    def first_rollouts(self, count: int) -> EpisodeBatch:
+        """The first ``count`` rollouts of every task (rollouts are exchangeable draws, so
+        this is a sample of each task's episodes)."""
+        s = slice(0, count)
+        final = None if self.final_obs is None else self.final_obs[:, s]
+        return EpisodeBatch(self.tasks, self.obs[:, s], self.actions[:, s], self.rewards[:, s],
+                            self.mask[:, s], self.log_probs[:, s], final)
+
     def task(self, i: int) -> EpisodeBatch:
         """The episodes of task i, keeping a task axis of length 1."""
         s = slice(i, i + 1)

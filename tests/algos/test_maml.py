@@ -205,6 +205,20 @@ def test_autograd_curvature_takes_nearly_the_default_trpo_step(tasks) -> None:
     assert moved[0].norm().item() == pytest.approx(moved[1].norm().item(), rel=0.05)
 
 
+def test_subsampled_curvature_takes_a_step_within_the_bound_near_the_full_one(tasks) -> None:
+    moved, kls = [], []
+    for cg_subsample in (1.0, 0.5):
+        maml = make_maml(cg_subsample=cg_subsample)
+        before = parameters_to_vector(maml.policy.parameters()).detach().clone()
+        metrics = maml.train_step(tasks)
+        assert metrics["optim/accepted"] == 1.0
+        kls.append(metrics["optim/kl"])
+        moved.append(parameters_to_vector(maml.policy.parameters()).detach() - before)
+    assert not torch.equal(*moved)  # half of the rollouts give another curvature...
+    assert 0 < kls[1] <= 0.01  # ...and the line search still holds the KL on all of them
+    assert torch.cosine_similarity(*moved, dim=0) > 0.5
+
+
 def test_vpg_train_step_with_adam_changes_the_parameters(tasks) -> None:
     maml = make_maml(outer_step="vpg", optimizer=Adam)
     before = {n: p.detach().clone() for n, p in maml.policy.named_parameters()}
@@ -365,6 +379,11 @@ def test_state_dict_round_trips_policy_and_optimizer(tasks) -> None:
     ({"clip_eps": 1.5}, "clip_eps"),
     ({"inner_lrs": [0.1, 0.0]}, "inner_lrs"),
     ({"curvature": "exact"}, "curvature"),
+    ({"cg_subsample": 0.0}, "cg_subsample"),
+    ({"cg_subsample": 1.5}, "cg_subsample"),
+    ({"cg_subsample": 0.5, "curvature": "autograd"}, "cg_subsample"),
+    ({"cg_subsample": 0.5, "inner_steps": 2}, "cg_subsample"),
+    ({"cg_subsample": 0.5, "learn_inner_lr": True}, "cg_subsample"),
 ])
 def test_bad_constructor_values_raise_value_error_naming_the_parameter(kwargs, name) -> None:
     with pytest.raises(ValueError, match=name):

@@ -13,14 +13,17 @@ from metarl_cli.core.adaptation import (
     LearnedStepSizes,
     StepSchedule,
     adaptation_metrics,
+    inner_step,
     mean_kl,
     pg_losses,
     surrogate_loss,
     task_means,
 )
+from metarl_cli.core.functional import expand_params, task_distribution
 from metarl_cli.core.gradient_learner import (
     AdaptationRule,
     TrustRegion,
+    check_curvature,
     load_parts_state_dict,
     outer_update,
     parts_state_dict,
@@ -155,6 +158,43 @@ def test_rule_kl_curvature_equals_autograd_product_of_the_outer_kl(second_order)
         expected = full(v)
         assert expected.abs().max() > 1e-3
         torch.testing.assert_close(fast(v), expected, rtol=1e-4, atol=1e-5 * expected.abs().max())
+
+
+def test_rule_kl_curvature_on_a_subsample_uses_its_first_rollouts_at_the_full_point() -> None:
+    rule, sampler, tasks = _point_nav_rule()
+    data = rule.sample_and_adapt(sampler, tasks, rollouts=4, steps=1)
+    assert data.post is not None
+    params = list(rule.policy.parameters())
+    half = [b.first_rollouts(2) for b in (data.batches[0], data.post)]
+    # theta -> the adapted params' values plus the change of a step on the first 2 rollouts
+    step = inner_step(rule.policy, expand_params(rule.policy, len(tasks)), half[0],
+                      data.advantages[0][:, :2], rule.step_size(0), create_graph=True)
+    point = data.acting[-1].params
+    shifted = {n: point[n] + step[n] - step[n].detach() for n in point}
+    with torch.no_grad():
+        old = task_distribution(rule.policy, point, half[1].obs)
+    full = hessian_vector_product(mean_kl(rule.policy, shifted, half[1], old), params)
+    build = rule.kl_curvature(data, True, subsample=0.5)
+    whole = rule.kl_curvature(data, True)
+    assert build is not None and whole is not None
+    fast, all_rollouts = build(), whole()
+    v = torch.randn(sum(p.numel() for p in params), generator=torch.Generator().manual_seed(1))
+    expected = full(v)
+    torch.testing.assert_close(fast(v), expected, rtol=1e-4, atol=1e-5 * expected.abs().max())
+    assert (all_rollouts(v) - expected).abs().max() > 1e-3 * expected.abs().max()
+
+
+def test_trust_region_refuses_a_curvature_it_cannot_subsample() -> None:
+    region = TrustRegion(0.01, 10, 1e-5, 15, 0.8, cg_subsample=0.5)
+    check_curvature("gradient_step", region, one_plain_step=True)
+    with pytest.raises(ValueError, match="cg_subsample"):
+        check_curvature("autograd", region, one_plain_step=True)
+    with pytest.raises(ValueError, match="cg_subsample"):
+        check_curvature("gradient_step", region, one_plain_step=False)
+    with pytest.raises(ValueError, match="curvature"):
+        check_curvature("exact", region, one_plain_step=True)
+    with pytest.raises(ValueError, match="cg_subsample"):
+        TrustRegion(0.01, 10, 1e-5, 15, 0.8, cg_subsample=0.0)
 
 
 def test_rule_kl_curvature_is_none_where_the_cheap_form_is_not_exact() -> None:

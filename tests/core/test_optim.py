@@ -224,3 +224,23 @@ def test_the_second_order_step_changes_the_curvature() -> None:
     second = hessian_vector_product(kl(adapt(_expanded(theta), True)), theta)(v)
     first = hessian_vector_product(kl(adapt(_expanded(theta), False)), theta)(v)
     assert (second - first).abs().max() > 1e-3 * first.abs().max()
+
+
+def test_gradient_step_kl_product_at_a_given_point_uses_that_point_for_the_kl() -> None:
+    # adapted from other data (a subsample) but the KL taken at the full step's point: the
+    # product is J_sub^T F J_sub, the Hessian of the KL of at + (adapted_sub - its value)
+    theta, adapt, kl = _one_step_problem(seed=5)
+    at = [t.detach() for t in adapt([p.detach().requires_grad_() for p in _expanded(theta)],
+                                    second_order=False)]
+
+    def adapt_sub(task_params: list[torch.Tensor]) -> list[torch.Tensor]:
+        return [p + 0.2 * p**2 for p in task_params]  # any map with a non-identity Jacobian
+
+    shifted = [a + s - s.detach() for a, s in zip(at, adapt_sub(_expanded(theta)), strict=True)]
+    full = hessian_vector_product(kl(shifted), theta)
+    task_params = [p.detach().clone().requires_grad_() for p in _expanded(theta)]
+    fast = gradient_step_kl_product(task_params, adapt_sub(task_params), kl, at=at)
+    plain = gradient_step_kl_product(task_params, adapt_sub(task_params), kl)
+    v = torch.randn(8, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+    torch.testing.assert_close(fast(v), full(v), rtol=1e-9, atol=1e-12)
+    assert (plain(v) - fast(v)).abs().max() > 1e-3 * fast(v).abs().max()
