@@ -31,20 +31,23 @@ from metarl_cli.core.adaptation import (
     surrogate_loss,
     task_means,
 )
-from metarl_cli.core.checks import check_choice, check_non_negative, check_positive
+from metarl_cli.core.checks import (
+    check_choice,
+    check_non_negative,
+    check_positive,
+    require_optimizer,
+)
 from metarl_cli.core.functional import Params, PerTaskPolicy, task_distribution
 from metarl_cli.core.gradient_learner import (
     AdaptationRule,
-    OptimizerFactory,
     TrustRegion,
     check_curvature,
     load_parts_state_dict,
     outer_update,
     parts_state_dict,
-    require_optimizer,
 )
 from metarl_cli.core.sampler import Sampler
-from metarl_cli.core.types import EpisodeBatch
+from metarl_cli.core.types import EpisodeBatch, OptimizerFactory
 
 OUTER_STEPS = ("trpo", "vpg")
 

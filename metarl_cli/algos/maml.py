@@ -30,20 +30,23 @@ from metarl_cli.core.adaptation import (
     mean_kl,
     surrogate_loss,
 )
-from metarl_cli.core.checks import check_choice, check_positive, check_unit_interval
+from metarl_cli.core.checks import (
+    check_choice,
+    check_positive,
+    check_unit_interval,
+    require_optimizer,
+)
 from metarl_cli.core.functional import Params, PerTaskPolicy
 from metarl_cli.core.gradient_learner import (
     AdaptationRule,
-    OptimizerFactory,
     TrustRegion,
     check_curvature,
     load_parts_state_dict,
     outer_update,
     parts_state_dict,
-    require_optimizer,
 )
 from metarl_cli.core.sampler import Sampler
-from metarl_cli.core.types import EpisodeBatch
+from metarl_cli.core.types import EpisodeBatch, OptimizerFactory
 
 OUTER_STEPS = ("trpo", "vpg", "ppo")
 

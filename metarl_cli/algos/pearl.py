@@ -32,16 +32,21 @@ trial; replay data is never used at meta-test.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
-from metarl_cli.core.checks import check_non_negative, check_positive, check_unit_interval
+from metarl_cli.core.checks import (
+    check_non_negative,
+    check_positive,
+    check_unit_interval,
+    require_optimizer,
+)
 from metarl_cli.core.replay import MultiTaskReplay, Transitions
 from metarl_cli.core.sampler import Sampler
-from metarl_cli.core.types import EpisodeBatch
+from metarl_cli.core.types import EpisodeBatch, OptimizerFactory
 from metarl_cli.policies.context import (
     PEARLNetworks,
     TanhGaussianActor,
@@ -49,8 +54,6 @@ from metarl_cli.policies.context import (
     posterior_from_sums,
     product_of_gaussians,
 )
-
-OptimizerFactory = Callable[..., torch.optim.Optimizer]
 
 
 class PEARLPolicy:
@@ -123,8 +126,7 @@ class PEARL:
                              "0, so the encoder would have no context; set one of them > 0")
         check_unit_interval(discount=discount, soft_target_tau=soft_target_tau)
         check_positive(or_none=True, lr=lr)
-        if optimizer is None:
-            raise ValueError("PEARL needs an optimizer (choose one with optimizer=...)")
+        optimizer = require_optimizer(optimizer, "PEARL")
         self.policy, self.sampler = policy, sampler
         self.num_initial_steps, self.num_steps_prior = num_initial_steps, num_steps_prior
         self.num_steps_posterior = num_steps_posterior

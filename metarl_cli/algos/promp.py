@@ -30,17 +30,20 @@ from metarl_cli.core.adaptation import (
     optimizer_update,
     surrogate_loss,
 )
-from metarl_cli.core.checks import check_non_negative, check_positive, check_unit_interval
+from metarl_cli.core.checks import (
+    check_non_negative,
+    check_positive,
+    check_unit_interval,
+    require_optimizer,
+)
 from metarl_cli.core.functional import Params, PerTaskPolicy
 from metarl_cli.core.gradient_learner import (
     AdaptationRule,
-    OptimizerFactory,
     load_parts_state_dict,
     parts_state_dict,
-    require_optimizer,
 )
 from metarl_cli.core.sampler import Sampler
-from metarl_cli.core.types import EpisodeBatch
+from metarl_cli.core.types import EpisodeBatch, OptimizerFactory
 
 
 class ProMP:

@@ -22,17 +22,15 @@ import torch
 from torch import nn
 
 from metarl_cli.core.adaptation import StepSchedule, adaptation_metrics
-from metarl_cli.core.checks import check_positive
+from metarl_cli.core.checks import check_positive, require_optimizer
 from metarl_cli.core.functional import Params, PerTaskPolicy
 from metarl_cli.core.gradient_learner import (
     AdaptationRule,
-    OptimizerFactory,
     load_parts_state_dict,
     parts_state_dict,
-    require_optimizer,
 )
 from metarl_cli.core.sampler import Sampler
-from metarl_cli.core.types import EpisodeBatch
+from metarl_cli.core.types import EpisodeBatch, OptimizerFactory
 
 
 class Reptile:

@@ -14,7 +14,6 @@ the trial.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -25,18 +24,17 @@ from metarl_cli.core.checks import (
     check_non_negative,
     check_positive,
     check_unit_interval,
+    require_optimizer,
 )
 from metarl_cli.core.returns import gae, normalize
 from metarl_cli.core.sampler import Sampler
-from metarl_cli.core.types import EpisodeBatch
+from metarl_cli.core.types import EpisodeBatch, OptimizerFactory
 from metarl_cli.policies.recurrent import (
     RecurrentActor,
     RecurrentPolicy,
     Trials,
     trials_from_episodes,
 )
-
-OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 
 
 class RL2:
@@ -50,8 +48,7 @@ class RL2:
         if not isinstance(policy, RecurrentPolicy):
             raise ValueError(f"policy: RL² needs the recurrent policy, got "
                              f"{type(policy).__name__}; choose model=gru")
-        if optimizer is None:
-            raise ValueError("optimizer: RL² needs an optimizer (choose one with optimizer=...)")
+        optimizer = require_optimizer(optimizer, "RL²")
         check_integer(1, rollouts_per_task=rollouts_per_task,
                       episodes_per_trial=episodes_per_trial, ppo_epochs=ppo_epochs,
                       num_minibatches=num_minibatches)

@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from metarl_cli.core.types import OptimizerFactory
+
 
 def _require(rule: str, ok: Callable[[Any], bool], values: dict[str, Any], or_none: bool,
              show: Callable[[Any], str] = str) -> None:
@@ -56,3 +58,11 @@ def check_choice(name: str, value: str, choices: Sequence[str]) -> None:
     """A value that selects one of a fixed set of behaviours: one of ``choices``, listed."""
     if value not in choices:
         raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+
+
+def require_optimizer(optimizer: OptimizerFactory | None, needed_by: str) -> OptimizerFactory:
+    """The optimizer factory, or a ValueError saying what needs it and how to choose one."""
+    if optimizer is None:
+        raise ValueError(f"optimizer: {needed_by} needs an optimizer (choose one with "
+                         f"optimizer=...)")
+    return optimizer

@@ -11,7 +11,7 @@ part). The learners compose these records; none of them inherits from another.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,20 +38,12 @@ from metarl_cli.core.returns import policy_gradient_advantages
 from metarl_cli.core.sampler import Sampler
 from metarl_cli.core.types import EpisodeBatch
 
-OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 KLCurvature = Callable[[], Callable[[torch.Tensor], torch.Tensor]]
 Stateful = nn.Module | torch.optim.Optimizer
 # How TRPO gets the KL's Hessian-vector products: "gradient_step" uses
 # core/optim.py:gradient_step_kl_product where it is exact (one inner step with one step size)
 # and autograd elsewhere; "autograd" always differentiates the KL twice.
 CURVATURES = ("gradient_step", "autograd")
-
-
-def require_optimizer(optimizer: OptimizerFactory | None, needed_by: str) -> OptimizerFactory:
-    """The optimizer factory, or a ValueError saying what needs it and how to choose one."""
-    if optimizer is None:
-        raise ValueError(f"{needed_by} needs an optimizer (choose one with optimizer=...)")
-    return optimizer
 
 
 # ----------------------------------------------------------------------------- adaptation

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from metarl_cli.core.checks import check_choice, check_integer
+
 ESTIMATORS = ("mean", "iqm")
 
 
@@ -35,9 +37,8 @@ def iqm(values: np.ndarray, axis: int = 0) -> np.ndarray:
 def estimator(name: str) -> Callable[..., np.ndarray]:
     if name == "mean":
         return np.mean
-    if name == "iqm":
-        return iqm
-    raise ValueError(f"unknown estimator {name!r}; choose one of {', '.join(ESTIMATORS)}")
+    check_choice("statistic", name, ESTIMATORS)
+    return iqm
 
 
 def bootstrap_ci(values: np.ndarray, statistic: str = "mean", confidence: float = 0.95,
@@ -54,8 +55,7 @@ def bootstrap_ci(values: np.ndarray, statistic: str = "mean", confidence: float 
         raise ValueError(f"expected a non-empty runs x points array, got shape {data.shape}")
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
-    if resamples < 1:
-        raise ValueError(f"resamples must be >= 1, got {resamples}")
+    check_integer(1, resamples=resamples)
     stat = estimator(statistic)
     rng = np.random.default_rng(seed)
     rows = rng.integers(0, data.shape[0], size=(resamples, data.shape[0]))

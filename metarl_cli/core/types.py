@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+
+# A torch optimizer class or partial: called with the parameters (and optionally keywords).
+OptimizerFactory = Callable[..., torch.optim.Optimizer]
 
 
 @dataclass(frozen=True)

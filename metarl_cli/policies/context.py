@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from metarl_cli.core.checks import check_integer
 from metarl_cli.policies.mlp import mlp
 
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
@@ -168,8 +169,7 @@ def pearl_networks(observation_space: gym.Space, action_space: gym.Space,
     if not isinstance(observation_space, gym.spaces.Box) or len(observation_space.shape) != 1:
         raise ValueError(f"model: PEARL needs a 1-D Box observation space, got "
                          f"{observation_space}")
-    if latent_dim < 1:
-        raise ValueError(f"latent_dim must be >= 1, got {latent_dim}")
+    check_integer(1, latent_dim=latent_dim)
     low = torch.as_tensor(action_space.low, dtype=torch.get_default_dtype())
     high = torch.as_tensor(action_space.high, dtype=torch.get_default_dtype())
     if not (torch.isfinite(low).all() and torch.isfinite(high).all()):

@@ -14,6 +14,8 @@ import torch
 from torch import nn
 from torch.distributions import Categorical, Distribution, Independent, Normal
 
+from metarl_cli.core.checks import check_positive
+
 DistParams = tuple[torch.Tensor, ...]
 
 
@@ -39,8 +41,7 @@ class GaussianMLPPolicy(nn.Module):
     def __init__(self, obs_dim: int, act_dim: int, hidden_sizes: list[int], activation: str,
                  init_std: float) -> None:
         super().__init__()
-        if init_std <= 0:
-            raise ValueError(f"init_std must be > 0, got {init_std}")
+        check_positive(init_std=init_std)
         self.mean = mlp(obs_dim, act_dim, hidden_sizes, activation)
         self.log_std = nn.Parameter(torch.full((act_dim,), math.log(init_std)))
 

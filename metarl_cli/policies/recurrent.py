@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.distributions import Categorical, Distribution, Independent, Normal
 
+from metarl_cli.core.checks import check_choice, check_integer, check_positive
 from metarl_cli.core.types import EpisodeBatch
 
 DistParams = tuple[torch.Tensor, ...]
@@ -89,12 +90,9 @@ class RecurrentPolicy(nn.Module):
     def __init__(self, obs_dim: int, action_dim: int, discrete: bool, hidden_size: int,
                  cell: str, init_std: float) -> None:
         super().__init__()
-        if cell not in CELLS:
-            raise ValueError(f"cell must be one of {', '.join(CELLS)}, got {cell!r}")
-        if not isinstance(hidden_size, int) or hidden_size < 1:
-            raise ValueError(f"hidden_size must be an integer >= 1, got {hidden_size!r}")
-        if init_std <= 0:
-            raise ValueError(f"init_std must be > 0, got {init_std}")
+        check_choice("cell", cell, tuple(CELLS))
+        check_integer(1, hidden_size=hidden_size)
+        check_positive(init_std=init_std)
         self.obs_dim, self.action_dim, self.discrete = obs_dim, action_dim, discrete
         self.hidden_size, self.cell = hidden_size, cell
         self.rnn = CELLS[cell](obs_dim + action_dim + 2, hidden_size, batch_first=True)

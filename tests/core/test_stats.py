@@ -56,7 +56,7 @@ def test_seeded_and_iqm_selectable() -> None:
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"statistic": "median"}, "unknown estimator"),
+    ({"statistic": "median"}, "statistic must be one of mean, iqm"),
     ({"confidence": 1.5}, "confidence"),
     ({"resamples": 0}, "resamples"),
 ])
