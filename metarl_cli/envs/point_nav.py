@@ -88,22 +88,31 @@ class PointNavEnv(gym.Env):
         return self._pos.copy(), float(reward), bool(terminated), False, {}
 
 
-class BatchedPointNav:
+class BatchedPoints:
+    """What the batched point families share: their single env (its parameters, spaces and
+    task distribution) and the goals and positions of B points as (B, 2) arrays. Each family
+    adds its own ``reset(rng)`` and ``step(actions)``."""
+
+    def __init__(self, single: Any) -> None:
+        self._single = single
+        self.observation_space = single.observation_space
+        self.action_space = single.action_space
+        self._goals = np.zeros((0, 2))
+        self._pos = np.zeros((0, 2))
+
+    def sample_tasks(self, n: int, rng: np.random.Generator) -> list[Any]:
+        return self._single.sample_tasks(n, rng)
+
+    def set_tasks(self, tasks: Sequence[Any]) -> None:
+        self._goals = goal_array(tasks)
+
+
+class BatchedPointNav(BatchedPoints):
     """B point robots stepped as one NumPy array."""
 
     def __init__(self, goal_range: float = 0.5, max_step: float = 0.1, tolerance: float = 0.01
                  ) -> None:
-        self._single = PointNavEnv(goal_range, max_step, tolerance)
-        self.observation_space = self._single.observation_space
-        self.action_space = self._single.action_space
-        self._goals = np.zeros((0, 2))
-        self._pos = np.zeros((0, 2))
-
-    def sample_tasks(self, n: int, rng: np.random.Generator) -> list[GoalTask]:
-        return self._single.sample_tasks(n, rng)
-
-    def set_tasks(self, tasks: Sequence[GoalTask]) -> None:
-        self._goals = goal_array(tasks)
+        super().__init__(PointNavEnv(goal_range, max_step, tolerance))
 
     def reset(self, rng: np.random.Generator) -> np.ndarray:
         self._pos = np.zeros_like(self._goals)

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from metarl_cli.core.checks import check_non_negative, check_positive
-from metarl_cli.envs.point_nav import goal_array, move, point_spaces
+from metarl_cli.envs.point_nav import BatchedPoints, move, point_spaces
 
 
 @dataclass(frozen=True)
@@ -85,22 +85,12 @@ class PointRobotEnv(gym.Env):
         return self._pos.copy(), float(dense_reward(self._pos, self._goal)), False, False, {}
 
 
-class BatchedPointRobot:
+class BatchedPointRobot(BatchedPoints):
     """B dense point robots as one NumPy array; starts drawn from the reset ``rng``."""
 
     def __init__(self, goal_range: float = 1.0, max_step: float = 0.1, start_range: float = 1.0
                  ) -> None:
-        self._single = PointRobotEnv(goal_range, max_step, start_range)
-        self.observation_space = self._single.observation_space
-        self.action_space = self._single.action_space
-        self._goals = np.zeros((0, 2))
-        self._pos = np.zeros((0, 2))
-
-    def sample_tasks(self, n: int, rng: np.random.Generator) -> list[PointGoalTask]:
-        return self._single.sample_tasks(n, rng)
-
-    def set_tasks(self, tasks: Sequence[PointGoalTask]) -> None:
-        self._goals = goal_array(tasks)
+        super().__init__(PointRobotEnv(goal_range, max_step, start_range))
 
     def reset(self, rng: np.random.Generator) -> np.ndarray:
         r = self._single.start_range
@@ -146,22 +136,12 @@ class PointRobotSparseEnv(gym.Env):
         return self._pos.copy(), reward, False, False, info
 
 
-class BatchedPointRobotSparse:
+class BatchedPointRobotSparse(BatchedPoints):
     """B sparse point robots as one NumPy array, plus the shaped training reward."""
 
     def __init__(self, goal_radius: float = 0.2, max_step: float = 0.1,
                  shaped_training_reward: bool = True) -> None:
-        self._single = PointRobotSparseEnv(goal_radius, max_step, shaped_training_reward)
-        self.observation_space = self._single.observation_space
-        self.action_space = self._single.action_space
-        self._goals = np.zeros((0, 2))
-        self._pos = np.zeros((0, 2))
-
-    def sample_tasks(self, n: int, rng: np.random.Generator) -> list[PointGoalTask]:
-        return self._single.sample_tasks(n, rng)
-
-    def set_tasks(self, tasks: Sequence[PointGoalTask]) -> None:
-        self._goals = goal_array(tasks)
+        super().__init__(PointRobotSparseEnv(goal_radius, max_step, shaped_training_reward))
 
     def reset(self, rng: np.random.Generator) -> np.ndarray:
         self._pos = np.zeros_like(self._goals)
