@@ -6,6 +6,9 @@ then draws, per group, the final adaptation curve (return after k adaptation ste
 ``metrics.jsonl``, against environment steps), each as the mean (or IQM) over seeds with a
 seeded bootstrap confidence band. The same numbers go to ``<out>.csv`` and a Markdown table in
 ``<out>.md``. It reads only our own summary files, never TensorBoard events, so it is fast.
+
+``--reach R`` adds sample efficiency: the environment steps at which each group's learning
+curve first reaches R (linear between meta-tests), and each group's steps over the fewest.
 """
 
 from __future__ import annotations
@@ -171,6 +174,38 @@ def markdown_table(rows: list[Row], statistic: str, confidence: float) -> str:
     return "\n".join(lines) + "\n"
 
 
+def steps_to_reach(rows: list[Row], target: float) -> dict[str, float | None]:
+    """Per group, the environment steps at which its learning curve's estimate first reaches
+    ``target`` (interpolated linearly between the two meta-tests around the crossing), or None
+    where it never does."""
+    reached: dict[str, float | None] = {}
+    for group in dict.fromkeys(r.group for r in rows):
+        points = sorted((r.x, r.estimate) for r in rows
+                        if r.group == group and r.curve == "learning")
+        reached[group] = None
+        for i, (x, y) in enumerate(points):
+            if y >= target:
+                if i == 0:
+                    reached[group] = x
+                else:  # the previous point is below the target
+                    x0, y0 = points[i - 1]
+                    reached[group] = x0 + (target - y0) / (y - y0) * (x - x0)
+                break
+    return reached
+
+
+def reach_table(reached: dict[str, float | None], target: float, metric: str) -> str:
+    """Markdown: each group's steps to reach ``target`` and its ratio to the fewest."""
+    fewest = min((s for s in reached.values() if s is not None), default=None)
+    lines = [f"environment steps until the learning curve ({metric}) first reaches {target:g}",
+             "", "| group | env steps | ratio to the fewest |", "|---|---|---|"]
+    for group, steps in reached.items():
+        cells = ("not reached", "") if steps is None else (
+            f"{steps:,.0f}", f"{steps / fewest:.1f}x" if fewest else "")
+        lines.append(f"| `{group}` | {cells[0]} | {cells[1]} |")
+    return "\n".join(lines) + "\n"
+
+
 def figure(rows: list[Row], metric: str, statistic: str, confidence: float) -> plt.Figure:
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2), dpi=110)
     for i, group in enumerate(dict.fromkeys(r.group for r in rows)):
@@ -213,6 +248,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--confidence", type=float, default=0.95)
     parser.add_argument("--resamples", type=int, default=10_000, help="bootstrap resamples")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    parser.add_argument("--reach", type=float, default=None, metavar="R",
+                        help="also report the env steps each group needs until its learning "
+                             "curve reaches R, and their ratios (sample efficiency)")
     return parser.parse_args(argv)
 
 
@@ -233,6 +271,8 @@ def main(argv: list[str] | None = None) -> None:
     plt.close(fig)
     write_csv(rows, args.out.with_suffix(".csv"))
     table = markdown_table(rows, args.estimator, args.confidence)
+    if args.reach is not None:
+        table += "\n" + reach_table(steps_to_reach(rows, args.reach), args.reach, args.metric)
     args.out.with_suffix(".md").write_text(table)
     print(table)
     print(f"{sum(len(g) for g in groups.values())} runs in {len(groups)} groups -> {args.out}, "

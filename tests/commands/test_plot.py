@@ -99,3 +99,19 @@ def test_single_runs_and_errors(sweep: Path, tmp_path: Path) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main([str(empty)])
     assert exit_info.value.code == 2
+
+
+def test_reach_reports_the_interpolated_steps_and_their_ratio(sweep: Path, tmp_path: Path) -> None:
+    # learning curves (mean over seeds): lr=0.1 from -21 at 0 steps to -6 at 1100 steps;
+    # lr=0.5 from 1 at 0 steps to 2 at 1000 steps
+    out = tmp_path / "cmp.png"
+    main([str(sweep), "--out", str(out), "--reach", "-11"])
+    table = out.with_suffix(".md").read_text()
+    # -11 is 10/15 of the way from -21 to -6: 1100 * 2/3 steps; lr=0.5 starts above it, at 0
+    # steps, so there is no ratio to it
+    assert "| `algo.inner_lr=0.1` | 733 |  |" in table
+    assert "| `algo.inner_lr=0.5` | 0 |  |" in table
+    main([str(sweep), "--out", str(out), "--reach", "1.5"])
+    table = out.with_suffix(".md").read_text()
+    assert "| `algo.inner_lr=0.1` | not reached |" in table
+    assert "| `algo.inner_lr=0.5` | 500 | 1.0x |" in table
