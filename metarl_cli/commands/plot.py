@@ -17,6 +17,7 @@ import argparse
 import csv
 import json
 import sys
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -206,7 +207,8 @@ def reach_table(reached: dict[str, float | None], target: float, metric: str) ->
     return "\n".join(lines) + "\n"
 
 
-def figure(rows: list[Row], metric: str, statistic: str, confidence: float) -> plt.Figure:
+def figure(rows: list[Row], metric: str, statistic: str, confidence: float,
+           log_steps: bool = False) -> plt.Figure:
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2), dpi=110)
     for i, group in enumerate(dict.fromkeys(r.group for r in rows)):
         color = f"C{i % 10}"
@@ -215,8 +217,9 @@ def figure(rows: list[Row], metric: str, statistic: str, confidence: float) -> p
             if not points:
                 continue
             x = [r.x for r in points]
+            label = textwrap.fill(f"{group} (n={points[0].runs})", 150)
             ax.plot(x, [r.estimate for r in points], marker="o", ms=3, color=color,
-                    label=f"{group} (n={points[0].runs})")
+                    label=label if ax is left else None)
             ax.fill_between(x, [r.low for r in points], [r.high for r in points], color=color,
                             alpha=0.2, linewidth=0)
     band = f"{statistic} over seeds, {confidence:.0%} bootstrap CI"
@@ -227,9 +230,15 @@ def figure(rows: list[Row], metric: str, statistic: str, confidence: float) -> p
         f"meta-test return after {metric.replace('_', ' ')}" if metric.startswith("step_")
         else metric)
     right.set(xlabel="environment steps", ylabel=y_label, title="learning curve")
+    if log_steps:
+        right.set_xscale("symlog", linthresh=1e4)  # linear below 10k: the untrained 0 stays
     right.xaxis.set_major_formatter(EngFormatter(sep=""))  # 200k, 1.5M: no overlapping labels
-    left.legend(fontsize=7, loc="best")
-    fig.tight_layout()
+    # the legend goes under both panels, so long group labels do not squeeze the axes
+    legend = fig.legend(fontsize=7, loc="lower center", frameon=False)
+    fig.canvas.draw()
+    height = legend.get_window_extent().height / fig.dpi
+    fig.set_figheight(4.2 + height)
+    fig.tight_layout(rect=(0, height / (4.2 + height), 1, 1))
     return fig
 
 
@@ -248,6 +257,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--confidence", type=float, default=0.95)
     parser.add_argument("--resamples", type=int, default=10_000, help="bootstrap resamples")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    parser.add_argument("--log-steps", action="store_true",
+                        help="environment steps on a log scale (runs of very different lengths)")
     parser.add_argument("--reach", type=float, default=None, metavar="R",
                         help="also report the env steps each group needs until its learning "
                              "curve reaches R, and their ratios (sample efficiency)")
@@ -266,7 +277,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"note: no run has --metric {args.metric!r} in metrics.jsonl; the learning-curve "
               "panel is empty", file=sys.stderr)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    fig = figure(rows, args.metric, args.estimator, args.confidence)
+    fig = figure(rows, args.metric, args.estimator, args.confidence, args.log_steps)
     fig.savefig(args.out)
     plt.close(fig)
     write_csv(rows, args.out.with_suffix(".csv"))

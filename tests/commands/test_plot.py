@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from metarl_cli.commands.plot import main
+from metarl_cli.commands.plot import aggregate, figure, find_runs, group_runs, load_run, main
 
 
 def make_run(path: Path, overrides: list[str], final: list[float],
@@ -115,3 +115,12 @@ def test_reach_reports_the_interpolated_steps_and_their_ratio(sweep: Path, tmp_p
     table = out.with_suffix(".md").read_text()
     assert "| `algo.inner_lr=0.1` | not reached |" in table
     assert "| `algo.inner_lr=0.5` | 500 | 1.0x |" in table
+
+
+def test_log_steps_puts_the_learning_curve_on_a_log_axis_and_the_legend_below(
+        sweep: Path) -> None:
+    rows = aggregate(group_runs([load_run(p, "last") for p in find_runs([sweep])]))
+    fig = figure(rows, "last", "mean", 0.95, log_steps=True)
+    left, right = fig.axes
+    assert right.get_xscale() == "symlog" and left.get_xscale() == "linear"
+    assert len(fig.legends) == 1 and len(fig.legends[0].get_texts()) == 2  # one entry per group
