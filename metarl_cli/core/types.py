@@ -47,14 +47,15 @@ class EpisodeBatch:
     def first_rollouts(self, count: int) -> EpisodeBatch:
         """The first ``count`` rollouts of every task (rollouts are exchangeable draws, so
         this is a sample of each task's episodes)."""
-        s = slice(0, count)
-        final = None if self.final_obs is None else self.final_obs[:, s]
-        return EpisodeBatch(self.tasks, self.obs[:, s], self.actions[:, s], self.rewards[:, s],
-                            self.mask[:, s], self.log_probs[:, s], final)
+        return self._indexed((slice(None), slice(0, count)), self.tasks)
 
     def task(self, i: int) -> EpisodeBatch:
         """The episodes of task i, keeping a task axis of length 1."""
-        s = slice(i, i + 1)
-        final = None if self.final_obs is None else self.final_obs[s]
-        return EpisodeBatch([self.tasks[i]], self.obs[s], self.actions[s], self.rewards[s],
-                            self.mask[s], self.log_probs[s], final)
+        return self._indexed(slice(i, i + 1), [self.tasks[i]])
+
+    def _indexed(self, index: Any, tasks: list[Any]) -> EpisodeBatch:
+        """Every per-episode tensor indexed by ``index`` (over the leading task and rollout
+        axes), for ``tasks``."""
+        final = None if self.final_obs is None else self.final_obs[index]
+        return EpisodeBatch(tasks, self.obs[index], self.actions[index], self.rewards[index],
+                            self.mask[index], self.log_probs[index], final)

@@ -90,8 +90,8 @@ class PointNavEnv(gym.Env):
 
 class BatchedPoints:
     """What the batched point families share: their single env (its parameters, spaces and
-    task distribution) and the goals and positions of B points as (B, 2) arrays. Each family
-    adds its own ``reset(rng)`` and ``step(actions)``."""
+    task distribution) and the goals and positions of B points as (B, 2) arrays. The points
+    start at the origin unless a family overrides ``reset(rng)``; each adds its ``step``."""
 
     def __init__(self, single: Any) -> None:
         self._single = single
@@ -106,6 +106,10 @@ class BatchedPoints:
     def set_tasks(self, tasks: Sequence[Any]) -> None:
         self._goals = goal_array(tasks)
 
+    def reset(self, rng: np.random.Generator) -> np.ndarray:
+        self._pos = np.zeros_like(self._goals)
+        return self._pos.copy()
+
 
 class BatchedPointNav(BatchedPoints):
     """B point robots stepped as one NumPy array."""
@@ -113,10 +117,6 @@ class BatchedPointNav(BatchedPoints):
     def __init__(self, goal_range: float = 0.5, max_step: float = 0.1, tolerance: float = 0.01
                  ) -> None:
         super().__init__(PointNavEnv(goal_range, max_step, tolerance))
-
-    def reset(self, rng: np.random.Generator) -> np.ndarray:
-        self._pos = np.zeros_like(self._goals)
-        return self._pos.copy()
 
     def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         self._pos, reward, terminated = _step(self._pos, actions, self._goals,

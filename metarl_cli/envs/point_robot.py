@@ -143,10 +143,6 @@ class BatchedPointRobotSparse(BatchedPoints):
                  shaped_training_reward: bool = True) -> None:
         super().__init__(PointRobotSparseEnv(goal_radius, max_step, shaped_training_reward))
 
-    def reset(self, rng: np.random.Generator) -> np.ndarray:
-        self._pos = np.zeros_like(self._goals)
-        return self._pos.copy()
-
     def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         self._pos = move(self._pos, actions, self._single.max_step)
         reward = sparse_reward(self._pos, self._goals, self._single.goal_radius)
