@@ -9,6 +9,9 @@ seeded bootstrap confidence band. The same numbers go to ``<out>.csv`` and a Mar
 
 ``--reach R`` adds sample efficiency: the environment steps at which each group's learning
 curve first reaches R (linear between meta-tests), and each group's steps over the fewest.
+``--budget S`` compares at an equal budget instead of at the end: every run's adaptation curve
+is its last meta-test within S environment steps (from ``metrics.jsonl``), its learning curve
+stops there, and runs that are still going or were stopped (no ``summary.json``) take part.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from matplotlib.ticker import EngFormatter  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
 # Overrides that do not change what a run computes: never a reason to split a group.
-NOT_A_SETTING = ("seed", "torch_threads", "progress", "device", "resume")
+NOT_A_SETTING = ("seed", "torch_threads", "progress", "device", "resume", "sampler.num_threads")
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,7 @@ class Run:
     path: Path
     settings: tuple[str, ...]        # sorted overrides other than the seed
     adaptation: np.ndarray           # final meta-test return after k = 0..K adaptation steps
+    adaptation_steps: int | None     # env steps at that meta-test (None: not recorded)
     learning: dict[int, tuple[int, float]]  # iteration -> (env steps, metric value)
 
 
@@ -61,17 +65,22 @@ class PlotError(ValueError):
     """Input that cannot be plotted: the message says what to pass instead."""
 
 
-def find_runs(paths: list[Path]) -> list[Path]:
-    """Run directories (those with a summary.json) at or below ``paths``, in order, once each."""
+def find_runs(paths: list[Path], finished: bool = True) -> list[Path]:
+    """Run directories at or below ``paths``, in order, once each: those with a summary.json,
+    or with ``finished=False`` those with a metrics.jsonl (also unfinished ones)."""
+    marker = "summary.json" if finished else "metrics.jsonl"
     found: list[Path] = []
     for path in paths:
         if not path.is_dir():
             raise PlotError(f"{path}: not a directory; pass run or sweep directories")
-        runs = [path] if (path / "summary.json").is_file() else sorted(
-            p.parent for p in path.rglob("summary.json"))
-        if not runs:
+        runs = [path] if (path / marker).is_file() else sorted(
+            p.parent for p in path.rglob(marker))
+        if not runs and finished:
             raise PlotError(f"{path}: no finished run below it (no summary.json); runs that "
-                            "are still going or were killed have none")
+                            "are still going or were stopped have none: compare them at an "
+                            "equal budget with --budget STEPS")
+        if not runs:
+            raise PlotError(f"{path}: no run below it (no metrics.jsonl)")
         found += [r for r in runs if r not in found]
     return found
 
@@ -96,18 +105,30 @@ def metric_value(record: dict[str, object], metric: str) -> float | None:
     return float(value) if isinstance(value, int | float) else None
 
 
-def load_run(run_dir: Path, metric: str) -> Run:
-    summary = json.loads((run_dir / "summary.json").read_text())
-    adaptation = np.asarray(summary["meta_test"]["return_mean"], dtype=np.float64)
-    learning: dict[int, tuple[int, float]] = {}
+def load_run(run_dir: Path, metric: str, budget: int | None = None) -> Run:
+    """A run's final adaptation curve and learning curve; with ``budget``, its last meta-test
+    within ``budget`` env steps and its learning curve up to there."""
     metrics_path = run_dir / "metrics.jsonl"
-    if metrics_path.is_file():
-        for line in metrics_path.read_text().splitlines():
-            record = json.loads(line)
-            value = metric_value(record, metric)
-            if value is not None:
-                learning[int(record["iteration"])] = (int(record["env_steps"]), value)
-    return Run(run_dir, run_settings(run_dir), adaptation, learning)
+    records = [json.loads(line) for line in metrics_path.read_text().splitlines()
+               ] if metrics_path.is_file() else []
+    if budget is not None:
+        records = [r for r in records if int(r["env_steps"]) <= budget]
+    learning: dict[int, tuple[int, float]] = {}
+    for record in records:
+        value = metric_value(record, metric)
+        if value is not None:
+            learning[int(record["iteration"])] = (int(record["env_steps"]), value)
+    if budget is None:
+        summary = json.loads((run_dir / "summary.json").read_text())
+        adaptation, steps = summary["meta_test"]["return_mean"], summary.get("env_steps")
+    else:
+        tests = [r for r in records if isinstance(r.get("meta_test/return"), list)]
+        if not tests:
+            raise PlotError(f"{run_dir}: no meta-test within --budget {budget:,} env steps; "
+                            "give a larger --budget")
+        adaptation, steps = tests[-1]["meta_test/return"], tests[-1]["env_steps"]
+    return Run(run_dir, run_settings(run_dir), np.asarray(adaptation, dtype=np.float64),
+               None if steps is None else int(steps), learning)
 
 
 def group_runs(runs: list[Run]) -> dict[str, list[Run]]:
@@ -158,13 +179,13 @@ def write_csv(rows: list[Row], path: Path) -> None:
                              r.runs, repr(r.estimate), repr(r.low), repr(r.high)])
 
 
-def markdown_table(rows: list[Row], statistic: str, confidence: float) -> str:
+def markdown_table(rows: list[Row], statistic: str, confidence: float, at: str = "") -> str:
     """Final adaptation curve per group: estimate [low, high] after each adaptation step."""
     adaptation = [r for r in rows if r.curve == "adaptation"]
     steps = sorted({int(r.x) for r in adaptation})
     header = ["group", "runs"] + [f"step {k}" for k in steps]
     lines = [f"{statistic} over runs, [{confidence:.0%} bootstrap CI]; return after k "
-             "adaptation steps on held-out tasks", "",
+             f"adaptation steps on held-out tasks{at}", "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for group in dict.fromkeys(r.group for r in adaptation):
         cells = {int(r.x): f"{r.estimate:.2f} [{r.low:.2f}, {r.high:.2f}]"
@@ -208,7 +229,7 @@ def reach_table(reached: dict[str, float | None], target: float, metric: str) ->
 
 
 def figure(rows: list[Row], metric: str, statistic: str, confidence: float,
-           log_steps: bool = False) -> plt.Figure:
+           log_steps: bool = False, budget: int | None = None) -> plt.Figure:
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2), dpi=110)
     for i, group in enumerate(dict.fromkeys(r.group for r in rows)):
         color = f"C{i % 10}"
@@ -223,8 +244,9 @@ def figure(rows: list[Row], metric: str, statistic: str, confidence: float,
             ax.fill_between(x, [r.low for r in points], [r.high for r in points], color=color,
                             alpha=0.2, linewidth=0)
     band = f"{statistic} over seeds, {confidence:.0%} bootstrap CI"
-    left.set(xlabel="adaptation step k", ylabel="return on held-out tasks",
-             title=f"final adaptation curve ({band})")
+    title = f"final adaptation curve ({band})" if budget is None else (
+        f"adaptation curve within {EngFormatter(sep='')(budget)} env steps\n({band})")
+    left.set(xlabel="adaptation step k", ylabel="return on held-out tasks", title=title)
     left.xaxis.get_major_locator().set_params(integer=True)
     y_label = "meta-test return after the last step" if metric == "last" else (
         f"meta-test return after {metric.replace('_', ' ')}" if metric.startswith("step_")
@@ -262,13 +284,31 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--reach", type=float, default=None, metavar="R",
                         help="also report the env steps each group needs until its learning "
                              "curve reaches R, and their ratios (sample efficiency)")
-    return parser.parse_args(argv)
+    parser.add_argument("--budget", type=int, default=None, metavar="S",
+                        help="compare at S environment steps: each run's last meta-test within "
+                             "S, also for runs that are still going or were stopped")
+    args = parser.parse_args(argv)
+    if args.budget is not None and args.budget < 0:
+        parser.error(f"--budget: {args.budget} is negative; give the environment steps to "
+                     "compare at, e.g. --budget 16000000")
+    return args
+
+
+def budget_note(runs: list[Run], budget: int | None) -> str:
+    """Where the adaptation curves were taken, for the table's header."""
+    if budget is None:
+        return ""
+    steps = sorted(r.adaptation_steps for r in runs if r.adaptation_steps is not None)
+    return (f", at each run's last meta-test within {budget:,} env steps "
+            f"({steps[0]:,} to {steps[-1]:,})")
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
-        groups = group_runs([load_run(p, args.metric) for p in find_runs(args.dirs)])
+        runs = [load_run(p, args.metric, args.budget)
+                for p in find_runs(args.dirs, finished=args.budget is None)]
+        groups = group_runs(runs)
         rows = aggregate(groups, args.estimator, args.confidence, args.resamples, args.seed)
     except (PlotError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
@@ -277,11 +317,11 @@ def main(argv: list[str] | None = None) -> None:
         print(f"note: no run has --metric {args.metric!r} in metrics.jsonl; the learning-curve "
               "panel is empty", file=sys.stderr)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    fig = figure(rows, args.metric, args.estimator, args.confidence, args.log_steps)
+    fig = figure(rows, args.metric, args.estimator, args.confidence, args.log_steps, args.budget)
     fig.savefig(args.out)
     plt.close(fig)
     write_csv(rows, args.out.with_suffix(".csv"))
-    table = markdown_table(rows, args.estimator, args.confidence)
+    table = markdown_table(rows, args.estimator, args.confidence, budget_note(runs, args.budget))
     if args.reach is not None:
         table += "\n" + reach_table(steps_to_reach(rows, args.reach), args.reach, args.metric)
     args.out.with_suffix(".md").write_text(table)

@@ -10,7 +10,15 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from metarl_cli.commands.plot import aggregate, figure, find_runs, group_runs, load_run, main
+from metarl_cli.commands.plot import (
+    PlotError,
+    aggregate,
+    figure,
+    find_runs,
+    group_runs,
+    load_run,
+    main,
+)
 
 
 def make_run(path: Path, overrides: list[str], final: list[float],
@@ -124,3 +132,27 @@ def test_log_steps_puts_the_learning_curve_on_a_log_axis_and_the_legend_below(
     left, right = fig.axes
     assert right.get_xscale() == "symlog" and left.get_xscale() == "linear"
     assert len(fig.legends) == 1 and len(fig.legends[0].get_texts()) == 2  # one entry per group
+
+
+def test_budget_compares_every_run_at_its_last_meta_test_within_the_steps(
+        sweep: Path, tmp_path: Path) -> None:
+    stopped = tmp_path / "stopped"
+    make_run(stopped, ["iterations=10", "torch_threads=1", "algo.inner_lr=0.9", "seed=0"],
+             [], [(0, 0, -30.0), (5, 500, -8.0), (10, 1100, 4.0)])
+    (stopped / "summary.json").unlink()  # stopped before its end: no summary
+    with pytest.raises(PlotError, match="--budget STEPS"):
+        find_runs([stopped])
+    out = tmp_path / "budget.png"
+    main([str(sweep), str(stopped), "--out", str(out), "--budget", "1000"])
+    rows = read_rows(out.with_suffix(".csv"))
+    # lr=0.9 at 500 steps (its 1100-step meta-test is over budget): [-9, -8]; lr=0.1's second
+    # seed reached 1000 steps only at 1200, so its adaptation curve is the untrained one
+    assert float(rows[("algo.inner_lr=0.9", "adaptation", "1")]["estimate"]) == -8.0
+    assert float(rows[("algo.inner_lr=0.1", "adaptation", "1")]["estimate"]) == (-7.0 - 22.0) / 2
+    assert ("algo.inner_lr=0.9", "learning", "1100.0") not in rows
+    assert "within 1,000 env steps (0 to 1,000)" in out.with_suffix(".md").read_text()
+    with pytest.raises(PlotError, match="no meta-test within --budget"):
+        load_run(stopped, "last", budget=-1)
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(stopped), "--budget", "-5"])
+    assert exit_info.value.code == 2
