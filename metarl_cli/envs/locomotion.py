@@ -43,9 +43,11 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 import mujoco
@@ -205,6 +207,33 @@ def ant_obs(qpos: np.ndarray, qvel: np.ndarray, cfrc_ext: np.ndarray,
 # ---------------------------------------------------------------- single environments
 
 
+def load_model(xml_path: str) -> mujoco.MjModel:
+    """The model of ``xml_path``, equal in every field to what MuJoCo compiles from it, without
+    the compiler attribute ``settotalmass`` that MuJoCo 4 deprecates.
+
+    Gymnasium's half_cheetah.xml sets it; compiling it prints a deprecation warning and writes
+    MUJOCO_LOG.TXT into the working directory on every run. Instead the masses are scaled after
+    compiling, as the compiler does: ``mj_setTotalmass``, ``mj_setConst``, and the two mean
+    statistics taken from the masses (``meaninertia`` scales the solver's tolerance). Sums run in
+    MuJoCo's order, so the model is bit for bit the compiled one (tested).
+    """
+    xml = Path(xml_path).read_text()
+    found = re.search(r'\s*settotalmass="([^"]*)"', xml)
+    if found is None:
+        return mujoco.MjModel.from_xml_path(xml_path)
+    model = mujoco.MjModel.from_xml_string(xml.replace(found.group(0), "", 1))
+    mujoco.mj_setTotalmass(model, float(found.group(1)))
+    mujoco.mj_setConst(model, mujoco.MjData(model))
+    mass = inertia = 0.0
+    for value in model.body_mass[1:]:
+        mass += float(value)
+    for value in model.dof_M0:
+        inertia += float(value)
+    model.stat.meanmass = mass / (model.nbody - 1)
+    model.stat.meaninertia = inertia / model.nv
+    return model
+
+
 class _TaskStep:
     """The task API and ``step`` shared by both robots (mixed in before the gymnasium class).
 
@@ -220,6 +249,16 @@ class _TaskStep:
     data: mujoco.MjData
     frame_skip: int
     dt: float
+    fullpath: str
+    width: int
+    height: int
+
+    def _initialize_simulation(self) -> tuple[mujoco.MjModel, mujoco.MjData]:
+        """Gymnasium's, with the model from ``load_model`` (no deprecation warning)."""
+        model = load_model(self.fullpath)
+        model.vis.global_.offwidth = max(model.vis.global_.offwidth, self.width)
+        model.vis.global_.offheight = max(model.vis.global_.offheight, self.height)
+        return model, mujoco.MjData(model)
 
     def _init_task(self) -> None:
         bounds = self.action_space
@@ -428,7 +467,7 @@ class MujocoBatch:
     def __init__(self, xml_path: str, frame_skip: int, contacts: bool,
                  num_threads: int | None = None, body_positions: bool = True) -> None:
         check_positive(frame_skip=frame_skip)
-        self.model = mujoco.MjModel.from_xml_path(xml_path)
+        self.model = load_model(xml_path)
         self.frame_skip = frame_skip
         self.contacts = contacts
         self.body_positions = body_positions

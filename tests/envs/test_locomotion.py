@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
+import mujoco
 import numpy as np
 import pytest
 
@@ -24,6 +26,7 @@ from metarl_cli.envs.locomotion import (
     HalfCheetahVelEnv,
     VelocityTask,
     ant_terminated,
+    load_model,
     sample_direction_tasks,
 )
 from metarl_cli.envs.point_nav import GoalTask
@@ -134,6 +137,26 @@ def test_observation_and_reset_are_gymnasiums(ours: type, theirs: str) -> None:
     action = np.random.default_rng(1).uniform(-1, 1, size=env.action_space.shape)
     for _ in range(3):
         np.testing.assert_array_equal(env.step(action)[0], reference.step(action)[0])
+
+
+@pytest.mark.parametrize("xml", ["half_cheetah.xml", "ant.xml"])
+def test_models_are_mujocos_compiled_ones_without_its_warning(
+        xml: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # MuJoCo writes its warnings to MUJOCO_LOG.TXT here
+    path = str(Path(gym.__file__).parent / "envs" / "mujoco" / "assets" / xml)
+    ours = load_model(path)
+    assert not (tmp_path / "MUJOCO_LOG.TXT").exists()
+    compiled = mujoco.MjModel.from_xml_path(path)  # half_cheetah.xml: settotalmass, a warning
+    compared = 0
+    for part in (None, "opt", "stat"):
+        owner_a, owner_b = (ours, compiled) if part is None else (
+            getattr(ours, part), getattr(compiled, part))
+        for name in dir(owner_b):
+            value = getattr(owner_b, name)
+            if not name.startswith("_") and isinstance(value, np.ndarray | float | int):
+                np.testing.assert_array_equal(getattr(owner_a, name), value, err_msg=name)
+                compared += 1
+    assert compared > 400
 
 
 # ---------------------------------------------------------------- batched equals single
