@@ -16,7 +16,10 @@ the first adaptation step tightly and only asks the later ones to be finite.
 
 from __future__ import annotations
 
+import json
+import subprocess
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -79,3 +82,18 @@ def test_context_based_learners_train_and_meta_test_on_cuda(
     assert all(p.device.type == device for p in exp.learner.policy.parameters())
     assert all(torch.isfinite(torch.tensor(v)) for v in metrics.values())
     assert curve.returns.shape == (cfg.eval.steps + 1, cfg.eval.num_tasks)
+
+
+def test_a_cpu_run_continues_on_cuda(tmp_path: Path) -> None:
+    """resume may move a run between devices: a CPU checkpoint continues on the GPU."""
+    run_dir = tmp_path / "run"
+    tiny = [*TINY, "env=halfcheetah_dir", "eval.steps=1", "torch_threads=1"]
+    for extra in (["iterations=1", "device=cpu", f"hydra.run.dir={run_dir}"],
+                  [f"resume={run_dir}", "iterations=2", "device=cuda"]):
+        result = subprocess.run(["metarl", "train", *tiny, *extra], cwd=tmp_path,
+                                capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["iterations"] == 2
+    assert np.isfinite(summary["meta_test"]["return_mean"]).all()
+    assert "device=cuda" in (run_dir / ".hydra" / "overrides.yaml").read_text()

@@ -23,8 +23,10 @@ from metarl_cli.core.checkpoint import Checkpoint
 from metarl_cli.core.evaluation import AdaptationCurve
 from metarl_cli.core.faults import first_line
 
-# Keys a resumed run may change: they alter neither its numbers nor its meaning.
-RESUMABLE_KEYS = ("iterations", "torch_threads", "progress")
+# Keys a resumed run may change: where and how long it runs, not what it computes. The physics
+# threads change no number (tested); torch threads and the device change only floating-point
+# rounding, so a run can move between machines (a GPU machine's run continued on a laptop).
+RESUMABLE_KEYS = ("iterations", "torch_threads", "progress", "device", "sampler.num_threads")
 
 
 # --- checkpoints: everything a resumed run needs to continue to the bit ---

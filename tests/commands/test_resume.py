@@ -90,10 +90,12 @@ def test_sigkill_at_a_random_moment_then_resume_is_bitwise_identical(
     proc.communicate(timeout=60)
     assert proc.returncode == -signal.SIGKILL, f"random seed {seed}"
 
-    resumed = metarl("train", f"resume={run_dir}", cwd=tmp_path)
+    # continued on "another machine": one physics thread instead of the default, same numbers
+    resumed = metarl("train", f"resume={run_dir}", "sampler.num_threads=1", cwd=tmp_path)
     assert resumed.returncode == 0, f"random seed {seed}: {resumed.stderr}"
     assert f"resuming {run_dir} at iteration" in resumed.stderr
     assert_same_run(run_dir, reference)
+    assert "sampler.num_threads=1" in (run_dir / ".hydra" / "overrides.yaml").read_text()
 
 
 def test_sigterm_checkpoints_then_resume_auto_finishes_identically(
@@ -131,5 +133,6 @@ def test_a_resumed_run_keeps_its_settings(reference: Path, tmp_path: Path) -> No
     assert result.returncode == 2
     assert result.stderr.startswith(f"error: resume: seed=5 differs from the settings of "
                                     f"{reference}"), result.stderr
-    assert "only iterations, torch_threads, progress may change" in result.stderr
+    assert ("only iterations, torch_threads, progress, device, sampler.num_threads may "
+            "change") in result.stderr
     assert sorted(p.relative_to(reference) for p in reference.rglob("*")) == before
