@@ -10,12 +10,13 @@ Five families, each a single gymnasium environment and a batched form:
   PEARL); reward -‖xy - goal‖₁ - (same ant costs) + 0.05.
 
 The single environments subclass gymnasium's ``HalfCheetah-v5`` and ``Ant-v5``, so the model XML,
-frame skip (5), reset distribution and observation (17 and 105 dimensions, the ant's including
-the clipped external contact forces) are gymnasium's own; only ``step`` is ours, because the
-reward and termination belong to the task family. The batched forms load the same XML into one
-``MjModel``, hold one ``MjData`` per environment, step the physics in threads (MuJoCo releases the
-GIL) and compute observations, rewards and terminations in NumPy over the whole batch. Both forms
-call the same reward functions below, and the tests check that they agree step for step.
+frame skip (5; see below), reset distribution and observation (17 and 105 dimensions, the ant's
+including the clipped external contact forces) are gymnasium's own; only ``step`` is ours,
+because the reward and termination belong to the task family. The batched forms load the same
+XML into one ``MjModel``, hold one ``MjData`` per environment, step the physics in threads
+(MuJoCo releases the GIL) and compute observations, rewards and terminations in NumPy over the
+whole batch. Both forms call the same reward functions below, and the tests check that they agree
+step for step.
 
 Choices that differ from gymnasium or are not fixed by the papers:
 
@@ -35,6 +36,11 @@ Choices that differ from gymnasium or are not fixed by the papers:
   equals gymnasium's sum over all bodies), after ``mj_rnePostConstraint`` as gymnasium calls it.
 - The ant terminates when the torso height leaves ``healthy_z_range`` or the state is not finite;
   the cheetah never terminates. Time limits (horizon 200) are the registration's or the sampler's.
+- The cheetah's ``frame_skip`` is gymnasium's 5 by default: an env step is 0.05 s, an episode
+  of 200 steps 10 s. The MAML paper's code (rllab's HalfCheetah, the same 0.01 s timestep without
+  a frame skip) stepped the physics once per env step: 200 actions at 100 Hz over 2 s.
+  ``frame_skip=1`` gives that control rate and duration. rllab's observation also held the
+  robot's centre of mass (20 dimensions) and its reset noise differed; ours stay gymnasium's.
 - Until ``set_task`` is called, a single environment holds a fixed task (the first task drawn
   with seed 0), so it also works as a plain gymnasium environment.
 """
@@ -290,11 +296,13 @@ class _CheetahTaskEnv(_TaskStep, HalfCheetahEnv):
     uses_contacts = False
     uses_body_positions = False
 
-    def __init__(self, ctrl_cost_weight: float, reset_noise_scale: float,
+    def __init__(self, ctrl_cost_weight: float, reset_noise_scale: float, frame_skip: int,
                  render_mode: str | None) -> None:
         self.ctrl_cost_weight = _check_nonnegative("ctrl_cost_weight", ctrl_cost_weight)
         self.reset_noise_scale = _check_nonnegative("reset_noise_scale", reset_noise_scale)
-        HalfCheetahEnv.__init__(self, ctrl_cost_weight=self.ctrl_cost_weight,
+        check_integer(1, frame_skip=frame_skip)
+        HalfCheetahEnv.__init__(self, frame_skip=frame_skip,
+                                ctrl_cost_weight=self.ctrl_cost_weight,
                                 reset_noise_scale=self.reset_noise_scale, render_mode=render_mode)
         self._init_task()
 
@@ -357,11 +365,11 @@ class HalfCheetahVelEnv(_CheetahTaskEnv):
 
     def __init__(self, velocity_range: tuple[float, float] = (0.0, 2.0),
                  ctrl_cost_weight: float = 0.05, reset_noise_scale: float = 0.1,
-                 render_mode: str | None = None) -> None:
+                 frame_skip: int = 5, render_mode: str | None = None) -> None:
         self.velocity_range = _check_range("velocity_range", velocity_range)
-        super().__init__(ctrl_cost_weight, reset_noise_scale, render_mode)
+        super().__init__(ctrl_cost_weight, reset_noise_scale, frame_skip, render_mode)
         utils.EzPickle.__init__(self, velocity_range, ctrl_cost_weight, reset_noise_scale,
-                                render_mode)
+                                frame_skip, render_mode)
 
     def sample_tasks(self, n: int, rng: np.random.Generator) -> list[VelocityTask]:
         return sample_velocity_tasks(n, rng, self.velocity_range)
@@ -374,10 +382,12 @@ class HalfCheetahDirEnv(_CheetahTaskEnv):
     _task_term = staticmethod(direction_term)
 
     def __init__(self, ctrl_cost_weight: float = 0.05, reset_noise_scale: float = 0.1,
-                 render_mode: str | None = None, balanced: bool = False) -> None:
+                 frame_skip: int = 5, render_mode: str | None = None,
+                 balanced: bool = False) -> None:
         self.balanced = balanced  # before the base class, which draws a first task
-        super().__init__(ctrl_cost_weight, reset_noise_scale, render_mode)
-        utils.EzPickle.__init__(self, ctrl_cost_weight, reset_noise_scale, render_mode, balanced)
+        super().__init__(ctrl_cost_weight, reset_noise_scale, frame_skip, render_mode)
+        utils.EzPickle.__init__(self, ctrl_cost_weight, reset_noise_scale, frame_skip,
+                                render_mode, balanced)
 
     def sample_tasks(self, n: int, rng: np.random.Generator) -> list[DirectionTask]:
         return sample_direction_tasks(n, rng, self.balanced)
@@ -607,17 +617,18 @@ class BatchedHalfCheetahVel(_BatchedFamily):
 
     def __init__(self, velocity_range: tuple[float, float] = (0.0, 2.0),
                  ctrl_cost_weight: float = 0.05, reset_noise_scale: float = 0.1,
-                 num_threads: int | None = None) -> None:
-        super().__init__(HalfCheetahVelEnv(velocity_range, ctrl_cost_weight, reset_noise_scale),
-                         num_threads)
+                 frame_skip: int = 5, num_threads: int | None = None) -> None:
+        super().__init__(HalfCheetahVelEnv(velocity_range, ctrl_cost_weight, reset_noise_scale,
+                                           frame_skip), num_threads)
 
 
 class BatchedHalfCheetahDir(_BatchedFamily):
     """B HalfCheetahDir environments stepped together (see :class:`HalfCheetahDirEnv`)."""
 
     def __init__(self, ctrl_cost_weight: float = 0.05, reset_noise_scale: float = 0.1,
-                 num_threads: int | None = None, balanced: bool = False) -> None:
-        super().__init__(HalfCheetahDirEnv(ctrl_cost_weight, reset_noise_scale,
+                 frame_skip: int = 5, num_threads: int | None = None,
+                 balanced: bool = False) -> None:
+        super().__init__(HalfCheetahDirEnv(ctrl_cost_weight, reset_noise_scale, frame_skip,
                                            balanced=balanced), num_threads)
 
 

@@ -87,6 +87,18 @@ def test_halfcheetah_dir_reward() -> None:
         _step_and_expect(HalfCheetahDirEnv(), DirectionTask(d), _cheetah_x, expected)
 
 
+def test_cheetah_frame_skip_sets_the_time_step_of_the_reward() -> None:
+    """frame_skip=1 is the MAML code's HalfCheetah (rllab: one 0.01 s physics step per env step)."""
+    env = HalfCheetahVelEnv(frame_skip=1)
+    assert env.dt == pytest.approx(0.01) and env.frame_skip == 1
+    assert BatchedHalfCheetahVel(frame_skip=1).physics.frame_skip == 1
+
+    def expected(env: Any, x0: float, x1: float, a: np.ndarray) -> float:
+        return -abs((x1 - x0) / 0.01 - 0.7) - 0.05 * float(np.sum(np.clip(a, -1, 1) ** 2))
+
+    _step_and_expect(env, VelocityTask(0.7), _cheetah_x, expected)
+
+
 def test_ant_vel_reward() -> None:
     def expected(env: Any, p0: np.ndarray, p1: np.ndarray, a: np.ndarray) -> float:
         return -abs((p1[0] - p0[0]) / 0.05 - 2.2) + 1.0 - _ant_costs(env, a) + 0.05
@@ -175,13 +187,14 @@ def _run_batched(batched: Any, tasks: list[Any], seed: int, steps: int
     return obs, outputs
 
 
-# The last case narrows the healthy height so that some steps terminate and some do not.
+# The ant case narrows the healthy height so that some steps terminate and some do not.
 EQUALITY_CASES = [(*pair, {}) for pair in PAIRS] + [
-    (AntDirEnv, BatchedAntDir, {"healthy_z_range": (0.2, 0.65)})]
+    (AntDirEnv, BatchedAntDir, {"healthy_z_range": (0.2, 0.65)}),
+    (HalfCheetahDirEnv, BatchedHalfCheetahDir, {"frame_skip": 1})]
 
 
 @pytest.mark.parametrize(("single_cls", "batched_cls", "kwargs"), EQUALITY_CASES,
-                         ids=[*IDS, "AntDirEnv-terminating"])
+                         ids=[*IDS, "AntDirEnv-terminating", "HalfCheetahDirEnv-frame_skip_1"])
 def test_batched_equals_single(single_cls: type, batched_cls: type, kwargs: dict[str, Any]
                                ) -> None:
     batched = batched_cls(num_threads=2, **kwargs)
@@ -209,7 +222,7 @@ def test_batched_equals_single(single_cls: type, batched_cls: type, kwargs: dict
         np.testing.assert_allclose(obs, np.stack([r[0] for r in results]), rtol=0, atol=1e-10)
         np.testing.assert_allclose(rewards, [r[1] for r in results], rtol=0, atol=1e-10)
         np.testing.assert_array_equal(terminated, [r[2] for r in results])
-    if kwargs:
+    if "healthy_z_range" in kwargs:
         assert 0 < np.mean([out[3] for out in outputs]) < 1
     batched.close()
 
@@ -316,6 +329,8 @@ def test_sample_tasks_honours_the_ranges_given() -> None:
     (AntGoalEnv, {"contact_force_range": (1.0, -1.0)}, "contact_force_range"),
     (AntGoalEnv, {"goal_radius": 0.0}, "goal_radius"),
     (BatchedHalfCheetahVel, {"num_threads": 0}, "num_threads"),
+    (BatchedHalfCheetahDir, {"frame_skip": 0}, "frame_skip"),
+    (HalfCheetahVelEnv, {"frame_skip": 2.5}, "frame_skip"),
     (BatchedAntGoal, {"num_threads": 1.5}, "num_threads"),
     (BatchedAntVel, {"ctrl_cost_weight": -1.0}, "ctrl_cost_weight"),
 ])
