@@ -56,7 +56,13 @@ def test_gradient_based_algos_get_the_maml_protocol_on_point_nav(
         compose_config: Callable[..., DictConfig], algo: str) -> None:
     nav = compose_config(f"algo={algo}")
     assert (nav.algo.inner_lr, nav.meta_batch_size, nav.eval.rollouts) == (0.5, 20, 40)
-    assert compose_config(f"algo={algo}", "env=halfcheetah_dir").iterations == 100
+    # HalfCheetahDir: the 32 M environment steps of MAML's 100 iterations (Reptile samples
+    # 5 inner batches of 20 tasks x 10 rollouts per iteration, the others 2 of 40 x 20).
+    cheetah = compose_config(f"algo={algo}", "env=halfcheetah_dir")
+    batches = cheetah.algo.inner_steps if algo == "reptile" else 2
+    steps = (cheetah.iterations * batches * cheetah.meta_batch_size
+             * cheetah.algo.rollouts_per_task * cheetah.env.horizon)
+    assert steps == 32_000_000
 
 @pytest.mark.parametrize(("override", "message"), [
     ("+algo.inner_lrr=0.1", "algo.inner_lrr: unknown key"),
