@@ -91,7 +91,9 @@ def test_cheetah_frame_skip_sets_the_time_step_of_the_reward() -> None:
     """frame_skip=1 is the MAML code's HalfCheetah (rllab: one 0.01 s physics step per env step)."""
     env = HalfCheetahVelEnv(frame_skip=1)
     assert env.dt == pytest.approx(0.01) and env.frame_skip == 1
-    assert BatchedHalfCheetahVel(frame_skip=1).physics.frame_skip == 1
+    batched = BatchedHalfCheetahVel(frame_skip=1)
+    assert batched.physics.frame_skip == 1
+    batched.close()
 
     def expected(env: Any, x0: float, x1: float, a: np.ndarray) -> float:
         return -abs((x1 - x0) / 0.01 - 0.7) - 0.05 * float(np.sum(np.clip(a, -1, 1) ** 2))
