@@ -4,7 +4,8 @@
 (b) gymnasium's SyncVectorEnv of the same MuJoCo model (HalfCheetah-v5 / Ant-v5), with the same
     policy evaluated once per step for the whole batch;
 (c) physics alone on all cores: (a)'s actions replayed from (a)'s initial states by mj_step in a
-    thread pool, and by mujoco.rollout; the faster of the two is the bound.
+    Python thread pool, by mujoco.rollout and by mujoco.batch (open loop, no Python per step);
+    the fastest is the bound.
 
 Usage (from any directory):
     python scripts/bench_sampler.py --family halfcheetah --num-envs 800 --horizon 200
@@ -27,7 +28,14 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import Episodes, cores, episodes_of, replay_rollout, replay_threads  # noqa: E402
+from benchlib import (  # noqa: E402
+    Episodes,
+    cores,
+    episodes_of,
+    replay_batch,
+    replay_rollout,
+    replay_threads,
+)
 
 from metarl_cli.core.functional import PerTaskPolicy, broadcast_policy  # noqa: E402
 from metarl_cli.core.sampler import Sampler  # noqa: E402
@@ -121,7 +129,7 @@ def main(argv: list[str] | None = None) -> None:
     envs = gym.vector.SyncVectorEnv([lambda: gym.make(env_id) for _ in range(args.num_envs)])
     gym_steps = args.num_envs * args.horizon
     # the measurements take turns, so that a load that comes and goes hits all of them
-    ours_s = gym_s = threads_s = rollout_s = float("inf")
+    ours_s = gym_s = threads_s = rollout_s = batch_s = float("inf")
     drift = 0.0
     for _ in range(args.repeats):
         seconds, episodes, final_qpos = run_sampler(family, acting, tasks, rollouts,
@@ -135,26 +143,35 @@ def main(argv: list[str] | None = None) -> None:
         drift = max(drift, float(np.abs(replayed_qpos - final_qpos).max()))
         rollout_s = min(rollout_s, replay_rollout(physics.model, physics.frame_skip, episodes,
                                                   args.num_threads))
+        seconds, replayed_qpos = replay_batch(physics.model, physics.frame_skip, episodes,
+                                              args.num_threads)
+        batch_s = min(batch_s, seconds)
+        drift = max(drift, float(np.abs(replayed_qpos - final_qpos).max()))
     envs.close()
     steps = episodes.steps
 
     rates = {"ours": steps / ours_s, "gym": gym_steps / gym_s,
-             "threads": steps / threads_s, "rollout": steps / rollout_s}
-    bound = max(rates["threads"], rates["rollout"])
+             "threads": steps / threads_s, "rollout": steps / rollout_s,
+             "batch": steps / batch_s}
+    bound = max(rates["threads"], rates["rollout"], rates["batch"])
     rows = [("(a) metarl Sampler + policy", rates["ours"], ours_s, steps),
             ("(b) gymnasium SyncVectorEnv + policy", rates["gym"], gym_s, gym_steps),
             (f"(c) physics alone: mj_step, {args.num_threads} threads", rates["threads"],
              threads_s, steps),
             (f"(c) physics alone: mujoco.rollout, {args.num_threads} threads", rates["rollout"],
-             rollout_s, steps)]
+             rollout_s, steps),
+            (f"(c) physics alone: mujoco.batch, {args.num_threads} threads", rates["batch"],
+             batch_s, steps)]
     print(f"{'':52}{'env-steps/s':>12}{'seconds':>10}{'steps':>10}")
     for name, rate, seconds, n in rows:
         print(f"{name:52}{rate:12,.0f}{seconds:10.2f}{n:10d}")
-    print(f"replay of (a)'s actions reproduces its final state: max |qpos difference| = "
+    print(f"replays of (a)'s actions (mj_step, mujoco.batch) reproduce its final state: "
+          f"max |qpos difference| = "
           f"{drift:.1e}")
     ratio_physics, ratio_gym = rates["ours"] / bound, rates["ours"] / rates["gym"]
     print(f"ours / physics bound = {ratio_physics:.2f} (target >= 0.75; the bound is the faster "
-          f"(c); ours / mj_step threads = {rates['ours'] / rates['threads']:.2f}); "
+          f"(c); ours / mj_step threads = {rates['ours'] / rates['threads']:.2f}, "
+          f"ours / mujoco.batch = {rates['ours'] / rates['batch']:.2f}); "
           f"ours / gymnasium = {ratio_gym:.2f} (target >= 2.5)")
     print(f"ratio_vs_physics={ratio_physics:.3f} ratio_vs_gymnasium={ratio_gym:.3f} "
           f"steps_per_s={rates['ours']:.0f}")

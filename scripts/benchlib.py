@@ -1,11 +1,12 @@
 """Shared pieces of the benchmark scripts: the physics-only bound, episode replay, memory.
 
 The bound on sampling speed is MuJoCo stepping the same environments through the same actions
-with nothing else to do. It is measured two ways: ``mj_step`` on fresh ``MjData`` in a pool of
-threads (one slice of the batch per thread, as the batched families do, but with no
-observations, rewards or policy) and ``mujoco.rollout`` (C++ threads, no Python per step, open
-loop). Both replay recorded actions from the recorded initial states, so the physics does
-exactly the work the sampler's physics did.
+with nothing else to do. It is measured three ways: ``mj_step`` on fresh ``MjData`` in a pool of
+Python threads (one slice of the batch per thread, with no observations, rewards or policy),
+``mujoco.rollout`` and ``mujoco.batch.Batch.rollout`` (C++ threads, no Python per step, open
+loop; the batch module is also what the batched families step with). All replay recorded
+actions from the recorded initial states, so the physics does exactly the work the sampler's
+physics did.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 import gymnasium as gym
 import mujoco
 import numpy as np
+from mujoco import batch as mujoco_batch
 from mujoco import rollout
 
 from metarl_cli.core.types import EpisodeBatch
@@ -117,3 +119,26 @@ def replay_rollout(model: mujoco.MjModel, frame_skip: int, episodes: Episodes, n
         started = time.perf_counter()
         runner.rollout(model, datas, state, control, initial_warmstart=warmstart, state=out)
         return time.perf_counter() - started
+
+
+def replay_batch(model: mujoco.MjModel, frame_skip: int, episodes: Episodes, num_threads: int,
+                 repeats: int = 1) -> tuple[float, np.ndarray]:
+    """Seconds for ``mujoco.batch`` to step the same episodes open loop in ``num_threads`` C++
+    threads (the best of ``repeats`` after an untimed one), and the final qpos (B, nq)."""
+    b = episodes.ctrl.shape[1]
+    batch = mujoco_batch.Batch(model, b, num_threads)
+    qpos, qvel = batch.bind("qpos"), batch.bind("qvel")
+    control = np.repeat(episodes.ctrl.transpose(1, 0, 2), frame_skip, axis=1)
+
+    def run() -> float:
+        batch.reset(stage=mujoco.mjtStage.mjSTAGE_NONE)
+        qpos[:] = episodes.qpos
+        qvel[:] = episodes.qvel
+        batch.forward()
+        started = time.perf_counter()
+        batch.rollout(control.shape[1], control, record=())
+        return time.perf_counter() - started
+
+    run()  # untimed, as in replay_threads
+    seconds = min(run() for _ in range(repeats))
+    return seconds, qpos.copy()

@@ -51,7 +51,6 @@ import math
 import os
 import re
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -61,6 +60,7 @@ import numpy as np
 from gymnasium import utils
 from gymnasium.envs.mujoco.ant_v5 import AntEnv
 from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
+from mujoco import batch as mujoco_batch
 
 from metarl_cli.core.checks import check_integer, check_positive
 from metarl_cli.envs.point_nav import GoalTask
@@ -464,14 +464,18 @@ class AntGoalEnv(_AntTaskEnv):
 
 
 class MujocoBatch:
-    """B ``MjData`` of one model, stepped in threads, their state gathered into arrays.
+    """B simulations of one model, stepped by MuJoCo's batch module, their state as arrays.
 
-    The arrays ``qpos`` (B, nq), ``qvel`` (B, nv) and, when asked for, ``xpos`` (B, nbody, 3;
-    otherwise (B, 0, 3)) and ``cfrc_ext`` (B, nbody, 6; otherwise (B, 0, 6)) are preallocated
-    and overwritten after each reset and step. Each thread steps a contiguous slice of the batch
-    (results do not depend on the number of threads: each environment is stepped on its own
-    ``MjData`` by the same calls). Copying only what the family reads keeps the Python work per
-    environment, which holds the GIL, small next to the physics.
+    ``mujoco.batch.Batch`` steps the simulations on a pool of C++ threads with no Python per
+    environment, bit-identical to a loop over one ``MjData`` each at any thread count. ``qpos``
+    (B, nq) and ``qvel`` (B, nv) are live views of the simulations' states; ``xpos`` (B, nbody,
+    3; (B, 0, 3) when not asked for) is refreshed by each call, as ``MjData.xpos`` is by
+    ``mj_step``; ``cfrc_ext`` (B, nbody, 6; (B, 0, 6) without contacts) is filled after each
+    step. Read them before the next call, or copy them.
+
+    Gymnasium's Ant computes the contact forces with ``mj_rnePostConstraint`` after ``mj_step``,
+    from the data the last Runge-Kutta stage left; the batch does not, so a family with contacts
+    keeps one ``MjData`` per simulation (``persistent``) and makes that call on a copy of each.
     """
 
     def __init__(self, xml_path: str, frame_skip: int, contacts: bool,
@@ -482,69 +486,60 @@ class MujocoBatch:
         self.contacts = contacts
         self.body_positions = body_positions
         self.num_threads = _check_num_threads(num_threads)
-        self._datas: list[mujoco.MjData] = []
-        self._pool: ThreadPoolExecutor | None = None
+        self._scratch = mujoco.MjData(self.model) if contacts else None
+        self._batch: mujoco_batch.Batch | None = None
         self.resize(0)
 
     def resize(self, batch_size: int) -> None:
-        """Use the first ``batch_size`` data (created when more are needed); reallocate arrays."""
+        """Make ``batch_size`` simulations (their states are set by the next reset)."""
         m = self.model
-        while len(self._datas) < batch_size:
-            self._datas.append(mujoco.MjData(m))
-        self._views = [(d, d.ctrl, d.qpos, d.qvel, d.xpos, d.cfrc_ext)
-                       for d in self._datas[:batch_size]]
-        self.qpos = np.zeros((batch_size, m.nq))
-        self.qvel = np.zeros((batch_size, m.nv))
-        self.xpos = np.zeros((batch_size, m.nbody if self.body_positions else 0, 3))
+        self.close()
+        self.qpos, self.qvel = np.zeros((batch_size, m.nq)), np.zeros((batch_size, m.nv))
+        self.xpos = np.zeros((batch_size, 0, 3))
         self.cfrc_ext = np.zeros((batch_size, m.nbody if self.contacts else 0, 6))
-        n = min(self.num_threads, batch_size)
-        self._slices = [(i * batch_size // n, (i + 1) * batch_size // n) for i in range(n)]
+        if batch_size == 0:
+            return
+        batch = mujoco_batch.Batch(m, batch_size, self.num_threads, persistent=self.contacts)
+        self.qpos, self.qvel = batch.bind("qpos"), batch.bind("qvel")
+        self._ctrl = batch.bind("ctrl")
+        if self.body_positions:
+            self.xpos = batch.bind("xpos")
+        self._batch = batch
 
     def reset(self, qpos: np.ndarray, qvel: np.ndarray) -> None:
-        """Reset every data as gymnasium does: mj_resetData, set qpos/qvel, mj_forward."""
-        for i, (d, _, d_qpos, d_qvel, d_xpos, d_cfrc) in enumerate(self._views):
-            mujoco.mj_resetData(self.model, d)
-            d_qpos[:] = qpos[i]
-            d_qvel[:] = qvel[i]
-            mujoco.mj_forward(self.model, d)
-            self._gather(i, d_qpos, d_qvel, d_xpos, d_cfrc)
+        """Reset every simulation as gymnasium does: mj_resetData, set qpos/qvel, mj_forward."""
+        batch = self._require_batch()
+        batch.reset(stage=mujoco.mjtStage.mjSTAGE_NONE)
+        self.qpos[:] = qpos
+        self.qvel[:] = qvel
+        batch.forward()
+        self.cfrc_ext[:] = 0.0  # as mj_resetData left them: only mj_rnePostConstraint sets them
 
     def step(self, ctrl: np.ndarray) -> None:
-        """Write ``ctrl`` (B, nu) and advance every data by ``frame_skip`` physics steps."""
-        if len(self._slices) <= 1:
-            for start, stop in self._slices:
-                self._step_slice(start, stop, ctrl)
-            return
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(self.num_threads, thread_name_prefix="mujoco")
-        futures = [self._pool.submit(self._step_slice, start, stop, ctrl)
-                   for start, stop in self._slices]
-        for future in futures:
-            future.result()
+        """Write ``ctrl`` (B, nu) and advance every simulation by ``frame_skip`` physics steps."""
+        batch = self._require_batch()
+        self._ctrl[:] = ctrl
+        batch.step(nstep=self.frame_skip)
+        if self._scratch is not None:  # gymnasium computes cfrc_ext after every step
+            m, d = self.model, self._scratch
+            for i in range(batch.nsim):
+                batch.get_data(i, d)
+                mujoco.mj_rnePostConstraint(m, d)
+                self.cfrc_ext[i] = d.cfrc_ext
+
+    @property
+    def size(self) -> int:
+        """The number of simulations (0 after ``close``)."""
+        return 0 if self._batch is None else self._batch.nsim
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown()
-            self._pool = None
+        """Let the simulations and their threads go (``resize`` makes new ones)."""
+        self._batch = None
 
-    def _step_slice(self, start: int, stop: int, ctrl: np.ndarray) -> None:
-        m, nstep, contacts = self.model, self.frame_skip, self.contacts
-        for i in range(start, stop):
-            d, d_ctrl, d_qpos, d_qvel, d_xpos, d_cfrc = self._views[i]
-            d_ctrl[:] = ctrl[i]
-            mujoco.mj_step(m, d, nstep)
-            if contacts:  # gymnasium computes cfrc_ext after every step
-                mujoco.mj_rnePostConstraint(m, d)
-            self._gather(i, d_qpos, d_qvel, d_xpos, d_cfrc)
-
-    def _gather(self, i: int, d_qpos: np.ndarray, d_qvel: np.ndarray, d_xpos: np.ndarray,
-                d_cfrc: np.ndarray) -> None:
-        self.qpos[i] = d_qpos
-        self.qvel[i] = d_qvel
-        if self.body_positions:
-            self.xpos[i] = d_xpos
-        if self.contacts:
-            self.cfrc_ext[i] = d_cfrc
+    def _require_batch(self) -> mujoco_batch.Batch:
+        if self._batch is None:
+            raise RuntimeError("resize the batch to at least one simulation first")
+        return self._batch
 
 
 # ---------------------------------------------------------------- batched families
@@ -578,7 +573,7 @@ class _BatchedFamily:
         if len(tasks) == 0:
             raise ValueError("tasks must hold at least one task")
         self._targets = task_targets(tasks, self._single._task_type)
-        if len(tasks) != self._physics.qpos.shape[0]:
+        if len(tasks) != self._physics.size:
             self._physics.resize(len(tasks))
 
     def reset(self, rng: np.random.Generator) -> np.ndarray:

@@ -273,6 +273,9 @@ def test_batched_resizes_and_refuses_bad_input() -> None:
         batched.set_tasks([VelocityTask(1.0)])
     with pytest.raises(ValueError, match="tasks"):
         batched.set_tasks([])
+    batched.close()  # lets the simulations go; the next set_tasks makes new ones
+    batched.set_tasks(batched.sample_tasks(5, np.random.default_rng(5)))
+    assert batched.reset(np.random.default_rng(0)).shape == (5, 17)
     batched.close()
 
 
