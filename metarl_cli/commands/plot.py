@@ -1,11 +1,14 @@
 """``metarl plot <run or sweep dirs...> [--metric last] [--out comparison.png]``.
 
 Compares runs: groups them by their overrides other than the seed (``.hydra/overrides.yaml``),
-then draws, per group, the final adaptation curve (return after k adaptation steps, from
-``summary.json``) and the learning curve (a meta-test return, or any per-iteration metric of
-``metrics.jsonl``, against environment steps), each as the mean (or IQM) over seeds with a
-seeded bootstrap confidence band. The same numbers go to ``<out>.csv`` and a Markdown table in
-``<out>.md``. It reads only our own summary files, never TensorBoard events, so it is fast.
+or with ``--group-by KEY,...`` by those keys of their composed config (``.hydra/config.yaml``),
+so that a run that took its settings from a preset and one that gave the same settings on the
+command line fall in one group. Then it draws, per group, the final adaptation curve (return
+after k adaptation steps, from ``summary.json``) and the learning curve (a meta-test return, or
+any per-iteration metric of ``metrics.jsonl``, against environment steps), each as the mean (or
+IQM) over seeds with a seeded bootstrap confidence band. The same numbers go to ``<out>.csv``
+and a Markdown table in ``<out>.md``. It reads only our own summary files, never TensorBoard
+events, so it is fast.
 
 ``--reach R`` adds sample efficiency: the environment steps at which each group's learning
 curve first reaches R (linear between meta-tests), and each group's steps over the fewest.
@@ -36,12 +39,13 @@ from omegaconf import OmegaConf  # noqa: E402
 
 # Overrides that do not change what a run computes: never a reason to split a group.
 NOT_A_SETTING = ("seed", "torch_threads", "progress", "device", "resume", "sampler.num_threads")
+_ABSENT = object()
 
 
 @dataclass(frozen=True)
 class Run:
     path: Path
-    settings: tuple[str, ...]        # sorted overrides other than the seed
+    settings: tuple[str, ...]        # what groups it: "key=value" (overrides or --group-by)
     adaptation: np.ndarray           # final meta-test return after k = 0..K adaptation steps
     adaptation_steps: int | None     # env steps at that meta-test (None: not recorded)
     learning: dict[int, tuple[int, float]]  # iteration -> (env steps, metric value)
@@ -85,7 +89,29 @@ def find_runs(paths: list[Path], finished: bool = True) -> list[Path]:
     return found
 
 
-def run_settings(run_dir: Path) -> tuple[str, ...]:
+def config_settings(run_dir: Path, keys: list[str]) -> tuple[str, ...]:
+    """``key=value`` for each of ``keys`` in the run's composed config, in the order given."""
+    path = run_dir / ".hydra" / "config.yaml"
+    if not path.is_file():
+        raise PlotError(f"{run_dir}: no .hydra/config.yaml to read --group-by from; leave "
+                        "--group-by out to group by the overrides")
+    config = OmegaConf.load(path)
+    settings = []
+    for key in keys:
+        value = OmegaConf.select(config, key, default=_ABSENT, throw_on_missing=False)
+        if value is _ABSENT:
+            raise PlotError(f"--group-by: {run_dir} has no key {key!r} in its config; give "
+                            "dotted keys of .hydra/config.yaml, e.g. algo.inner_steps")
+        if OmegaConf.is_config(value):
+            value = OmegaConf.to_container(value)
+        settings.append(f"{key}={value}")
+    return tuple(settings)
+
+
+def run_settings(run_dir: Path, group_by: list[str] | None = None) -> tuple[str, ...]:
+    """The sorted overrides other than the seed (and the like), or the ``group_by`` keys."""
+    if group_by:
+        return config_settings(run_dir, group_by)
     path = run_dir / ".hydra" / "overrides.yaml"
     overrides = [str(o) for o in OmegaConf.load(path)] if path.is_file() else []
     keep = [o for o in overrides
@@ -105,7 +131,8 @@ def metric_value(record: dict[str, object], metric: str) -> float | None:
     return float(value) if isinstance(value, int | float) else None
 
 
-def load_run(run_dir: Path, metric: str, budget: int | None = None) -> Run:
+def load_run(run_dir: Path, metric: str, budget: int | None = None,
+             group_by: list[str] | None = None) -> Run:
     """A run's final adaptation curve and learning curve; with ``budget``, its last meta-test
     within ``budget`` env steps and its learning curve up to there."""
     metrics_path = run_dir / "metrics.jsonl"
@@ -127,7 +154,7 @@ def load_run(run_dir: Path, metric: str, budget: int | None = None) -> Run:
             raise PlotError(f"{run_dir}: no meta-test within --budget {budget:,} env steps; "
                             "give a larger --budget")
         adaptation, steps = tests[-1]["meta_test/return"], tests[-1]["env_steps"]
-    return Run(run_dir, run_settings(run_dir), np.asarray(adaptation, dtype=np.float64),
+    return Run(run_dir, run_settings(run_dir, group_by), np.asarray(adaptation, dtype=np.float64),
                None if steps is None else int(steps), learning)
 
 
@@ -284,6 +311,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--reach", type=float, default=None, metavar="R",
                         help="also report the env steps each group needs until its learning "
                              "curve reaches R, and their ratios (sample efficiency)")
+    parser.add_argument("--group-by", type=lambda v: [k for k in v.split(",") if k],
+                        default=None, metavar="KEY,...",
+                        help="group by these keys of each run's .hydra/config.yaml (e.g. "
+                             "algo._target_,algo.inner_steps) instead of by its overrides")
     parser.add_argument("--budget", type=int, default=None, metavar="S",
                         help="compare at S environment steps: each run's last meta-test within "
                              "S, also for runs that are still going or were stopped")
@@ -306,7 +337,7 @@ def budget_note(runs: list[Run], budget: int | None) -> str:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
-        runs = [load_run(p, args.metric, args.budget)
+        runs = [load_run(p, args.metric, args.budget, args.group_by)
                 for p in find_runs(args.dirs, finished=args.budget is None)]
         groups = group_runs(runs)
         rows = aggregate(groups, args.estimator, args.confidence, args.resamples, args.seed)

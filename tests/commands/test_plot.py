@@ -156,3 +156,34 @@ def test_budget_compares_every_run_at_its_last_meta_test_within_the_steps(
     with pytest.raises(SystemExit) as exit_info:
         main([str(stopped), "--budget", "-5"])
     assert exit_info.value.code == 2
+
+
+def test_group_by_reads_the_composed_config_so_preset_and_command_line_runs_group_together(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # seed 0 gave inner_steps on the command line, seed 1 took it from a preset: the same run
+    given, preset, other = tmp_path / "given", tmp_path / "preset", tmp_path / "other"
+    make_run(given, ["algo=reptile", "algo.inner_steps=5", "seed=0"], [0.0, 4.0],
+             [(0, 0, 1.0), (10, 1000, 4.0)])
+    make_run(preset, ["algo=reptile", "seed=1"], [0.0, 6.0], [(0, 0, 1.0), (10, 1000, 6.0)])
+    make_run(other, ["algo=reptile", "algo.inner_steps=2", "seed=0"], [0.0, 1.0],
+             [(0, 0, 1.0), (10, 1000, 1.0)])
+    for run, steps, later in ((given, 5, 0.05), (preset, 5, 0.05), (other, 2, 0.1)):
+        OmegaConf.save(OmegaConf.create({"seed": 0, "algo": {"inner_steps": steps,
+                                                              "inner_lrs": [0.1, later]}}),
+                       run / ".hydra" / "config.yaml")
+    assert len(group_runs([load_run(r, "last") for r in (given, preset, other)])) == 3
+    out = tmp_path / "grouped.png"
+    main([str(given), str(preset), str(other), "--out", str(out),
+          "--group-by", "algo.inner_steps,algo.inner_lrs"])
+    rows = read_rows(out.with_suffix(".csv"))
+    five = "algo.inner_steps=5,algo.inner_lrs=[0.1, 0.05]"
+    assert rows[(five, "adaptation", "1")]["runs"] == "2"
+    assert float(rows[(five, "adaptation", "1")]["estimate"]) == 5.0
+    assert rows[("algo.inner_steps=2,algo.inner_lrs=[0.1, 0.1]", "adaptation", "1")]["runs"] == "1"
+    with pytest.raises(PlotError, match="no key 'algo.nope'"):
+        load_run(given, "last", group_by=["algo.nope"])
+    (other / ".hydra" / "config.yaml").unlink()
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(other), "--group-by", "algo.inner_steps"])
+    assert exit_info.value.code == 2
+    assert "no .hydra/config.yaml" in capsys.readouterr().err
