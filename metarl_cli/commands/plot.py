@@ -90,7 +90,8 @@ def find_runs(paths: list[Path], finished: bool = True) -> list[Path]:
 
 
 def config_settings(run_dir: Path, keys: list[str]) -> tuple[str, ...]:
-    """``key=value`` for each of ``keys`` in the run's composed config, in the order given."""
+    """``key=value`` for those of ``keys`` in the run's composed config, in the order given
+    (a key the run's algorithm does not have, e.g. ``algo.outer_step`` for Reptile, is left out)."""
     path = run_dir / ".hydra" / "config.yaml"
     if not path.is_file():
         raise PlotError(f"{run_dir}: no .hydra/config.yaml to read --group-by from; leave "
@@ -100,12 +101,19 @@ def config_settings(run_dir: Path, keys: list[str]) -> tuple[str, ...]:
     for key in keys:
         value = OmegaConf.select(config, key, default=_ABSENT, throw_on_missing=False)
         if value is _ABSENT:
-            raise PlotError(f"--group-by: {run_dir} has no key {key!r} in its config; give "
-                            "dotted keys of .hydra/config.yaml, e.g. algo.inner_steps")
+            continue
         if OmegaConf.is_config(value):
             value = OmegaConf.to_container(value)
         settings.append(f"{key}={value}")
     return tuple(settings)
+
+
+def check_group_by(runs: list[Run], keys: list[str]) -> None:
+    """Every ``--group-by`` key is in some run's config: a typo must not pass silently."""
+    for key in keys:
+        if not any(s.split("=", 1)[0] == key for run in runs for s in run.settings):
+            raise PlotError(f"--group-by: no run has the key {key!r} in its .hydra/config.yaml; "
+                            "give dotted keys of the composed config, e.g. algo.inner_steps")
 
 
 def run_settings(run_dir: Path, group_by: list[str] | None = None) -> tuple[str, ...]:
@@ -339,6 +347,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         runs = [load_run(p, args.metric, args.budget, args.group_by)
                 for p in find_runs(args.dirs, finished=args.budget is None)]
+        if args.group_by:
+            check_group_by(runs, args.group_by)
         groups = group_runs(runs)
         rows = aggregate(groups, args.estimator, args.confidence, args.resamples, args.seed)
     except (PlotError, ValueError) as error:
