@@ -166,8 +166,7 @@ def main(argv: list[str] | None = None) -> None:
     for name, rate, seconds, n in rows:
         print(f"{name:52}{rate:12,.0f}{seconds:10.2f}{n:10d}")
     print(f"replays of (a)'s actions (mj_step, mujoco.batch) reproduce its final state: "
-          f"max |qpos difference| = "
-          f"{drift:.1e}")
+          f"max |qpos difference| = {drift:.1e}")
     ratio_physics, ratio_gym = rates["ours"] / bound, rates["ours"] / rates["gym"]
     print(f"ours / physics bound = {ratio_physics:.2f} (target >= 0.75; the bound is the faster "
           f"(c); ours / mj_step threads = {rates['ours'] / rates['threads']:.2f}, "
