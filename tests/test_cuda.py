@@ -42,7 +42,11 @@ TINY = ("meta_batch_size=4", "algo.rollouts_per_task=5", "eval.num_tasks=4", "ev
     ("env=halfcheetah_vel", "algo.outer_step=trpo", "algo.cg_subsample=0.4"),
     ("env=halfcheetah_dir", "algo.outer_step=ppo"),
     ("env=halfcheetah_dir", "algo=promp"),
-    ("env=halfcheetah_dir", "algo=reptile"),
+    # one inner step: the preset's five sample each step with the previous step's adapted
+    # policy, and the chaotic dynamics amplify rounding there (1.7e-6 between the devices on an
+    # H200, 2026-11-27; on the CPU alone a 1e-15 relative change of the initial parameters ends
+    # 8e-7 apart after five inner steps and 4e-13 after one)
+    ("env=halfcheetah_dir", "algo=reptile", "algo.inner_steps=1"),
     ("env=halfcheetah_dir", "algo=emaml", "algo.outer_step=vpg"),
 ])
 def test_cuda_run_matches_cpu_run(compose_config: Callable[..., DictConfig],

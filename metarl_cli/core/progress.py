@@ -65,9 +65,10 @@ class Progress:
                                       refresh=False)
             self._bar.update(1)
         elif self.mode == "lines":
+            kl = f"kl {metrics['optim/kl']:.4f}  " if "optim/kl" in metrics else ""
             print(f"iter {iteration:>4}/{self.iterations}  return pre {pre:8.2f}  "
-                  f"post {post:8.2f}  kl {metrics.get('optim/kl', float('nan')):.4f}  "
-                  f"{rate:9,.0f} steps/s  {seconds:5.1f}s", file=self.stream, flush=True)
+                  f"post {post:8.2f}  {kl}{rate:9,.0f} steps/s  {seconds:5.1f}s",
+                  file=self.stream, flush=True)
 
     def close(self) -> None:
         if self._bar is not None:

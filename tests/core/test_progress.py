@@ -30,11 +30,14 @@ def test_lines_mode_prints_each_iteration() -> None:
     progress = Progress("lines", 3, out)
     progress.meta_test(0, [-30.0, -20.0])
     progress.iteration(1, METRICS, 2000, 0.5)
+    no_kl = {k: v for k, v in METRICS.items() if k != "optim/kl"}  # e.g. PEARL, RL²
+    progress.iteration(2, no_kl, 2000, 0.5)
     progress.close()
     lines = out.getvalue().splitlines()
     assert lines[0] == "meta-test before training: -30.0 -20.0"
-    assert lines[1].startswith("iter    1/3  return pre   -20.50  post   -15.25")
+    assert lines[1].startswith("iter    1/3  return pre   -20.50  post   -15.25  kl 0.0100")
     assert "4,000 steps/s" in lines[1]
+    assert "kl" not in lines[2] and "4,000 steps/s" in lines[2]
 
 
 def test_bar_mode_shows_rate_and_returns_and_quiet_mode_nothing() -> None:
