@@ -23,6 +23,11 @@ CASES = [
     (["nosuch=1"], "nosuch: unknown key", "valid top-level keys:", "meta_batch_size"),
     (["algo.inner_lrr=0.1"], "algo.inner_lrr: unknown key", "valid keys of algo:", "inner_lr,"),
     (["+algo.inner_lrr=0.1"], "algo.inner_lrr: unknown key", "valid keys are", "inner_lr,"),
+    (["+nosuch=1"], "nosuch: unknown key", "valid top-level keys:", "meta_batch_size"),
+    (["++eval.nosuch=1"], "eval.nosuch: unknown key", "valid keys of eval:", "rollouts"),
+    (["+env.nosuch=1"], "env.nosuch: unknown key", "valid keys of env:", "horizon"),
+    (["+sampler.nosuch=1"], "sampler.nosuch: unknown key", "valid keys of sampler:",
+     "num_threads"),
     (["algo.inner_lr=[1"], "algo.inner_lr=[1: not a valid override", "write key=value", ""),
     (["env.horizon=1,2"], "env.horizon: ambiguous value", "env.horizon=[1,2]", "-m"),
     (["algo.inner_lr=fast"], "algo.inner_lr: expected float", "got 'fast'", ""),
@@ -54,6 +59,8 @@ CASES = [
     (["seed=-1"], "seed: expected an integer >= 0", "", ""),
     (["task_seed=abc"], "task_seed: expected an integer >= 0", "got 'abc'", ""),
     (["torch_threads=0"], "torch_threads: expected an integer >= 1 or null", "", ""),
+    (["sampler.num_threads=-1"], "sampler.num_threads: expected an integer >= 1 or null", "",
+     ""),
     (["device=tpu"], "device: expected cpu or cuda", "", ""),
 ]
 
@@ -69,6 +76,12 @@ def test_bad_input_is_one_line_naming_the_key(overrides: list[str], start: str, 
     assert message.startswith(start), message
     assert reason in message and fix in message, message
     assert "\n" not in message
+
+
+def test_plus_overrides_that_something_reads_are_accepted() -> None:
+    assert compose_checked(["++seed=3"]).seed == 3  # ++ overrides an existing key
+    assert compose_checked(["+experiment=maml17_point_nav"]).iterations == 100  # a group
+    assert compose_checked(["+model.foo=1"]).model.foo == 1  # checked when the model is built
 
 
 def metarl(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:

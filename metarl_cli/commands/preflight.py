@@ -44,10 +44,11 @@ def check_settings(cfg: DictConfig) -> None:
     for key in ("seed", "task_seed"):
         if not isinstance(cfg[key], int) or isinstance(cfg[key], bool) or cfg[key] < 0:
             raise ConfigError(f"{key}: expected an integer >= 0, got {cfg[key]!r}")
-    threads = cfg.get("torch_threads")
-    if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool)
-                                or threads < 1):
-        raise ConfigError(f"torch_threads: expected an integer >= 1 or null, got {threads!r}")
+    for key in ("torch_threads", "sampler.num_threads"):
+        threads = OmegaConf.select(cfg, key)
+        if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool)
+                                    or threads < 1):
+            raise ConfigError(f"{key}: expected an integer >= 1 or null, got {threads!r}")
     lr = OmegaConf.select(cfg, "optimizer.lr")
     if lr is not None and (not isinstance(lr, int | float) or isinstance(lr, bool) or lr <= 0):
         raise ConfigError(f"optimizer.lr: expected a learning rate > 0, got {lr!r}")
@@ -57,11 +58,16 @@ def check_settings(cfg: DictConfig) -> None:
         raise ConfigError("device: CUDA is not available on this machine; use device=cpu")
 
 
+# Sections whose keys are read one by one: a key added to them with + would be read by nothing.
+# (algo, model, optimizer, logger and env.family go to constructors that name unknown keys.)
+PLAIN_SECTIONS = ("", "eval", "env", "sampler")
+
+
 def compose_checked(overrides: list[str]) -> DictConfig:
     """Compose the train config as Hydra will, turning its errors into one-line ConfigErrors."""
     try:
         with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-            return compose("train", overrides=overrides)
+            cfg = compose("train", overrides=overrides)
     except MissingConfigException as error:
         missing = str(error.missing_cfg_file or "")
         group, _, choice = missing.rpartition("/")
@@ -72,7 +78,8 @@ def compose_checked(overrides: list[str]) -> DictConfig:
     except HydraException as error:
         unknown = re.match(r"Could not override '([^']+)'", str(error))
         if unknown:
-            raise ConfigError(_unknown_key(unknown.group(1), overrides)) from error
+            message = _unknown_key(unknown.group(1), overrides)
+            raise ConfigError(message or first_line(error)) from error
         ambiguous = re.match(r"Ambiguous value for argument '([^=]+)=([^']*)'", str(error))
         if ambiguous:
             key, value = ambiguous.groups()
@@ -81,10 +88,19 @@ def compose_checked(overrides: list[str]) -> DictConfig:
         lines = [line.strip() for line in str(error).splitlines() if line.strip()
                  and not line.startswith("See https://")]
         raise ConfigError("; ".join(lines) or type(error).__name__) from error
+    for override in overrides:  # +key=value where nothing would read the key
+        key = override_key(override)
+        if override.startswith("+") and key.rpartition(".")[0] in PLAIN_SECTIONS \
+                and not (CONFIG_DIR / key.replace(".", "/")).is_dir():  # +group=choice is fine
+            message = _unknown_key(key, overrides)
+            if message:
+                raise ConfigError(message)
+    return cfg
 
 
-def _unknown_key(key: str, overrides: list[str]) -> str:
-    """The message for an override of a key the config lacks, listing the keys it has."""
+def _unknown_key(key: str, overrides: list[str]) -> str | None:
+    """The message for a key that the config composed without its overrides lacks, listing the
+    keys it has (None: it has the key)."""
     others = [o for o in overrides if override_key(o) != key]
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
         cfg = compose("train", overrides=others)
@@ -92,6 +108,8 @@ def _unknown_key(key: str, overrides: list[str]) -> str:
     node = OmegaConf.select(cfg, parent) if parent else cfg
     if not isinstance(node, DictConfig):
         return f"{key}: unknown key ({parent or 'the config'} has no key {name!r})"
+    if name in node:
+        return None
     keys = [k for k in node if not str(k).startswith("_")]
     where = f"keys of {parent}" if parent else "top-level keys"
     return f"{key}: unknown key; valid {where}: {', '.join(map(str, keys))}"
