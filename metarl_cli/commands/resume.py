@@ -8,7 +8,7 @@ change). A run refused before it started leaves no directory behind.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -67,9 +67,11 @@ def restore(exp: Experiment, cfg: DictConfig, ckpt: Checkpoint
 
 # --- the run's config ---
 def resumed_config(cfg: DictConfig, run_dir: Path, overrides: list[str]
-                   ) -> tuple[DictConfig, dict[str, str], list[str]]:
-    """The run's own config, choices and overrides; only RESUMABLE_KEYS may change (and the
-    change is written back to ``.hydra/``, so that the run keeps describing itself)."""
+                   ) -> tuple[DictConfig, dict[str, str], list[str], Callable[[], None]]:
+    """The run's own config, choices and overrides; only RESUMABLE_KEYS may change. The last
+    item writes the change back to ``.hydra/``, so that the run keeps describing itself: call it
+    once the run has been built and its checkpoint restored, so that a refused value is never
+    written."""
     hydra_dir = run_dir / ".hydra"
     try:
         saved = OmegaConf.load(hydra_dir / "config.yaml")
@@ -89,21 +91,26 @@ def resumed_config(cfg: DictConfig, run_dir: Path, overrides: list[str]
                               f"its .hydra/overrides.yaml); a resumed run keeps them, only "
                               f"{', '.join(RESUMABLE_KEYS)} may change")
         changed[key] = override
-    if changed:
-        for key in changed:
-            OmegaConf.update(saved, key, OmegaConf.select(cfg, key), force_add=True)
-        saved_overrides = [o for o in saved_overrides if override_key(o) not in changed]
-        saved_overrides += list(changed.values())
-        _write_yaml(hydra_dir / "config.yaml", saved)
-        _write_yaml(hydra_dir / "overrides.yaml", OmegaConf.create(saved_overrides))
+    for key in changed:
+        OmegaConf.update(saved, key, OmegaConf.select(cfg, key), force_add=True)
+    saved_overrides = [o for o in saved_overrides if override_key(o) not in changed]
+    saved_overrides += list(changed.values())
+    to_write = OmegaConf.to_yaml(saved)
+
+    def write_back() -> None:
+        if changed:
+            _write_text(hydra_dir / "config.yaml", to_write)
+            _write_text(hydra_dir / "overrides.yaml",
+                        OmegaConf.to_yaml(OmegaConf.create(saved_overrides)))
+
     saved.resume = cfg.resume
     OmegaConf.set_struct(saved, True)
-    return saved, {str(k): str(v) for k, v in choices.items()}, saved_overrides
+    return saved, {str(k): str(v) for k, v in choices.items()}, saved_overrides, write_back
 
 
-def _write_yaml(path: Path, node: Any) -> None:
+def _write_text(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(OmegaConf.to_yaml(node))
+    tmp.write_text(text)
     os.replace(tmp, path)
 
 

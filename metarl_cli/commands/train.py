@@ -19,7 +19,7 @@ import signal
 import sys
 import time
 import traceback
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -111,8 +111,9 @@ def checked_meta_test(exp: Experiment, cfg: DictConfig, iteration: int) -> Adapt
 
 
 def train(cfg: DictConfig, run_dir: Path, choices: Mapping[str, str], overrides: list[str],
-          resume: bool = False) -> Outcome:
-    """Train in ``run_dir``; with ``resume``, continue from its newest good checkpoint."""
+          resume: bool = False, on_resumed: Callable[[], None] | None = None) -> Outcome:
+    """Train in ``run_dir``; with ``resume``, continue from its newest good checkpoint and then
+    call ``on_resumed`` (before anything is written)."""
     progress = console_progress(cfg.get("progress", "auto"), cfg.iterations)
     exp = build_experiment(cfg)
     ckpt_dir = run_dir / "checkpoints"
@@ -121,6 +122,8 @@ def train(cfg: DictConfig, run_dir: Path, choices: Mapping[str, str], overrides:
     iteration, env_steps, curve = 0, 0, None
     if start is not None:
         iteration, env_steps, curve, totals = restore(exp, cfg, start)
+    if on_resumed is not None:
+        on_resumed()
     keep = LogPoint(iteration, env_steps) if start else LogPoint(-1, -1) if resume else None
     logger: RunLogger = build(cfg.logger, "logger", run_dir=run_dir, keep_until=keep)
     if start is not None:
@@ -220,8 +223,9 @@ def hydra_main(cfg: DictConfig) -> float:
         resume == "auto" or Path(str(resume)).expanduser().resolve() == run_dir.resolve())
     SESSION.jobs += 1
     try:
+        write_back = None
         if resuming:
-            cfg, choices, overrides = resumed_config(cfg, run_dir, overrides)
+            cfg, choices, overrides, write_back = resumed_config(cfg, run_dir, overrides)
         else:
             if resume is not None and multirun:
                 raise ConfigError("resume: not available with --multirun; resume each job with "
@@ -234,7 +238,7 @@ def hydra_main(cfg: DictConfig) -> float:
                 notice(f"resume=auto: no earlier run in outputs/ with these overrides; "
                        f"starting a new one in {run_dir}")
             choices = {str(k): str(v) for k, v in hydra_cfg.runtime.choices.items()}
-        outcome = train(cfg, run_dir, choices, overrides, resume=resuming)
+        outcome = train(cfg, run_dir, choices, overrides, resume=resuming, on_resumed=write_back)
     except ConfigError as error:
         if not resuming:
             remove_unstarted_run_dir(run_dir, hydra_cfg.job.name)

@@ -136,3 +136,17 @@ def test_a_resumed_run_keeps_its_settings(reference: Path, tmp_path: Path) -> No
     assert ("only iterations, torch_threads, progress, device, sampler.num_threads may "
             "change") in result.stderr
     assert sorted(p.relative_to(reference) for p in reference.rglob("*")) == before
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ("iterations=abc", "error: iterations: expected an integer >= 0, got 'abc'"),
+    (f"iterations={ITERATIONS - 1}", f"error: iterations: the run already did {ITERATIONS} "
+                                     f"iterations; give iterations>={ITERATIONS} to continue it"),
+])
+def test_a_refused_resume_leaves_the_run_as_it_was(reference: Path, tmp_path: Path, change: str,
+                                                   message: str) -> None:
+    files = {p: p.read_bytes() for p in reference.rglob("*") if p.is_file()}
+    result = metarl("train", f"resume={reference}", change, cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1] == message, result.stderr
+    assert {p: p.read_bytes() for p in reference.rglob("*") if p.is_file()} == files
