@@ -78,7 +78,7 @@ def test_bad_input_is_one_line_naming_the_key(overrides: list[str], start: str, 
     assert "\n" not in message
 
 
-def test_plus_overrides_that_something_reads_are_accepted() -> None:
+def test_plus_overrides_compose_where_valid_or_checked_later() -> None:
     assert compose_checked(["++seed=3"]).seed == 3  # ++ overrides an existing key
     assert compose_checked(["+experiment=maml17_point_nav"]).iterations == 100  # a group
     assert compose_checked(["+model.foo=1"]).model.foo == 1  # checked when the model is built
