@@ -67,11 +67,11 @@ def restore(exp: Experiment, cfg: DictConfig, ckpt: Checkpoint
 
 # --- the run's config ---
 def resumed_config(cfg: DictConfig, run_dir: Path, overrides: list[str]
-                   ) -> tuple[DictConfig, dict[str, str], list[str], Callable[[], None]]:
+                   ) -> tuple[DictConfig, dict[str, str], list[str], Callable[[], None] | None]:
     """The run's own config, choices and overrides; only RESUMABLE_KEYS may change. The last
-    item writes the change back to ``.hydra/``, so that the run keeps describing itself: call it
-    once the run has been built and its checkpoint restored, so that a refused value is never
-    written."""
+    item (None when nothing changed) writes the change back to ``.hydra/``, so that the run keeps
+    describing itself: call it once the run has been built and its checkpoint restored, so that
+    a refused value is never written."""
     hydra_dir = run_dir / ".hydra"
     try:
         saved = OmegaConf.load(hydra_dir / "config.yaml")
@@ -91,17 +91,19 @@ def resumed_config(cfg: DictConfig, run_dir: Path, overrides: list[str]
                               f"its .hydra/overrides.yaml); a resumed run keeps them, only "
                               f"{', '.join(RESUMABLE_KEYS)} may change")
         changed[key] = override
-    for key in changed:
-        OmegaConf.update(saved, key, OmegaConf.select(cfg, key), force_add=True)
-    saved_overrides = [o for o in saved_overrides if override_key(o) not in changed]
-    saved_overrides += list(changed.values())
-    to_write = OmegaConf.to_yaml(saved)
+    write_back: Callable[[], None] | None = None
+    if changed:
+        for key in changed:
+            OmegaConf.update(saved, key, OmegaConf.select(cfg, key), force_add=True)
+        saved_overrides = [o for o in saved_overrides if override_key(o) not in changed]
+        saved_overrides += list(changed.values())
+        config_yaml = OmegaConf.to_yaml(saved)  # before the resume key is set below
+        overrides_yaml = OmegaConf.to_yaml(OmegaConf.create(saved_overrides))
 
-    def write_back() -> None:
-        if changed:
-            _write_text(hydra_dir / "config.yaml", to_write)
-            _write_text(hydra_dir / "overrides.yaml",
-                        OmegaConf.to_yaml(OmegaConf.create(saved_overrides)))
+        def write() -> None:
+            _write_text(hydra_dir / "config.yaml", config_yaml)
+            _write_text(hydra_dir / "overrides.yaml", overrides_yaml)
+        write_back = write
 
     saved.resume = cfg.resume
     OmegaConf.set_struct(saved, True)
