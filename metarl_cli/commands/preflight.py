@@ -34,21 +34,11 @@ def check_settings(cfg: DictConfig) -> None:
         raise ConfigError(f"{key}: {first_line(error)}") from error
     for key in ("eval_every", "checkpoint_every", "meta_batch_size",
                 "eval.num_tasks", "eval.rollouts", "env.horizon"):
-        value = OmegaConf.select(cfg, key)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ConfigError(f"{key}: expected an integer >= 1, got {value!r}")
-    for key in ("iterations", "eval.steps"):
-        value = OmegaConf.select(cfg, key)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise ConfigError(f"{key}: expected an integer >= 0, got {value!r}")
-    for key in ("seed", "task_seed"):
-        if not isinstance(cfg[key], int) or isinstance(cfg[key], bool) or cfg[key] < 0:
-            raise ConfigError(f"{key}: expected an integer >= 0, got {cfg[key]!r}")
+        _check_integer(cfg, key, 1)
+    for key in ("iterations", "eval.steps", "seed", "task_seed"):
+        _check_integer(cfg, key, 0)
     for key in ("torch_threads", "sampler.num_threads"):
-        threads = OmegaConf.select(cfg, key)
-        if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool)
-                                    or threads < 1):
-            raise ConfigError(f"{key}: expected an integer >= 1 or null, got {threads!r}")
+        _check_integer(cfg, key, 1, or_null=True)
     lr = OmegaConf.select(cfg, "optimizer.lr")
     if lr is not None and (not isinstance(lr, int | float) or isinstance(lr, bool) or lr <= 0):
         raise ConfigError(f"optimizer.lr: expected a learning rate > 0, got {lr!r}")
@@ -56,6 +46,16 @@ def check_settings(cfg: DictConfig) -> None:
         raise ConfigError(f"device: expected cpu or cuda, got {cfg.device!r}")
     if str(cfg.device).startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError("device: CUDA is not available on this machine; use device=cpu")
+
+
+def _check_integer(cfg: DictConfig, key: str, minimum: int, or_null: bool = False) -> None:
+    """``key`` must hold an int (not a bool) >= ``minimum``, or null where ``or_null``."""
+    value = OmegaConf.select(cfg, key)
+    if value is None and or_null:
+        return
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        rule = f"an integer >= {minimum}" + (" or null" if or_null else "")
+        raise ConfigError(f"{key}: expected {rule}, got {value!r}")
 
 
 # Sections whose keys are read one by one: a key added to them with + would be read by nothing.
