@@ -14,13 +14,19 @@ import torch
 from torch import nn
 from torch.distributions import Categorical, Distribution, Independent, Normal
 
-from metarl_cli.core.checks import check_positive
+from metarl_cli.core.checks import check_choice, check_positive
 
 DistParams = tuple[torch.Tensor, ...]
+# Weight initialisations: "torch" keeps nn.Linear's default (uniform in +-1/sqrt(fan_in), biases
+# too); "xavier" is Glorot-uniform weights and zero biases, as in the MAML and rllab code.
+INITS = ("torch", "xavier")
 
 
-def mlp(in_dim: int, out_dim: int, hidden_sizes: list[int], activation: str) -> nn.Sequential:
-    """Fully connected network; ``activation`` names a torch.nn activation (ReLU, Tanh, ...)."""
+def mlp(in_dim: int, out_dim: int, hidden_sizes: list[int], activation: str,
+        init: str = "torch") -> nn.Sequential:
+    """Fully connected network; ``activation`` names a torch.nn activation (ReLU, Tanh, ...)
+    and ``init`` one of :data:`INITS`."""
+    check_choice("init", init, INITS)
     act = getattr(nn.modules.activation, activation, None)
     if not (isinstance(act, type) and issubclass(act, nn.Module)):
         raise ValueError(f"activation: unknown torch.nn activation {activation!r} "
@@ -32,6 +38,11 @@ def mlp(in_dim: int, out_dim: int, hidden_sizes: list[int], activation: str) -> 
         layers += [nn.Linear(in_dim, size), act()]
         in_dim = size
     layers.append(nn.Linear(in_dim, out_dim))
+    if init == "xavier":
+        for layer in layers:
+            if isinstance(layer, nn.Linear):
+                nn.init.xavier_uniform_(layer.weight)
+                nn.init.zeros_(layer.bias)
     return nn.Sequential(*layers)
 
 
@@ -39,10 +50,10 @@ class GaussianMLPPolicy(nn.Module):
     """Diagonal Gaussian whose mean is an MLP of the observation and whose log-std is learned."""
 
     def __init__(self, obs_dim: int, act_dim: int, hidden_sizes: list[int], activation: str,
-                 init_std: float) -> None:
+                 init_std: float, init: str = "torch") -> None:
         super().__init__()
         check_positive(init_std=init_std)
-        self.mean = mlp(obs_dim, act_dim, hidden_sizes, activation)
+        self.mean = mlp(obs_dim, act_dim, hidden_sizes, activation, init)
         self.log_std = nn.Parameter(torch.full((act_dim,), math.log(init_std)))
 
     def forward(self, obs: torch.Tensor) -> DistParams:
@@ -65,10 +76,10 @@ class GaussianMLPPolicy(nn.Module):
 class CategoricalMLPPolicy(nn.Module):
     """Categorical distribution over discrete actions with MLP logits."""
 
-    def __init__(self, obs_dim: int, num_actions: int, hidden_sizes: list[int], activation: str
-                 ) -> None:
+    def __init__(self, obs_dim: int, num_actions: int, hidden_sizes: list[int], activation: str,
+                 init: str = "torch") -> None:
         super().__init__()
-        self.logits = mlp(obs_dim, num_actions, hidden_sizes, activation)
+        self.logits = mlp(obs_dim, num_actions, hidden_sizes, activation, init)
 
     def forward(self, obs: torch.Tensor) -> DistParams:
         return (self.logits(obs),)
@@ -85,7 +96,8 @@ class CategoricalMLPPolicy(nn.Module):
 
 
 def mlp_policy(observation_space: gym.Space, action_space: gym.Space, hidden_sizes: list[int],
-               activation: str = "ReLU", init_std: float = 1.0) -> nn.Module:
+               activation: str = "ReLU", init_std: float = 1.0, init: str = "torch"
+               ) -> nn.Module:
     """The MLP policy that fits the action space: Gaussian for boxes, categorical for discrete."""
     if not isinstance(observation_space, gym.spaces.Box):
         raise ValueError(f"model: the MLP policy needs a Box observation space, got "
@@ -93,7 +105,8 @@ def mlp_policy(observation_space: gym.Space, action_space: gym.Space, hidden_siz
     obs_dim = int(observation_space.shape[0])
     if isinstance(action_space, gym.spaces.Box):
         return GaussianMLPPolicy(obs_dim, int(action_space.shape[0]), list(hidden_sizes),
-                                 activation, init_std)
+                                 activation, init_std, init)
     if isinstance(action_space, gym.spaces.Discrete):
-        return CategoricalMLPPolicy(obs_dim, int(action_space.n), list(hidden_sizes), activation)
+        return CategoricalMLPPolicy(obs_dim, int(action_space.n), list(hidden_sizes), activation,
+                                    init)
     raise ValueError(f"model: no MLP policy for action space {action_space}")

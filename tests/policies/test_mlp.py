@@ -95,8 +95,27 @@ def test_functional_call_with_own_params_equals_forward(space) -> None:
     ({"hidden_sizes": [8, 0]}, "hidden_sizes"),
     ({"init_std": 0.0}, "init_std"),
     ({"init_std": -1.0}, "init_std"),
+    ({"init": "glorot"}, "init"),
 ])
 def test_bad_policy_arguments_raise_value_error_naming_the_parameter(kwargs, name) -> None:
     args = {"hidden_sizes": [8], "activation": "ReLU", "init_std": 1.0} | kwargs
     with pytest.raises(ValueError, match=name):
         mlp_policy(BOX_OBS, BOX_ACT, **args)
+
+
+def test_xavier_init_draws_glorot_uniform_weights_and_zero_biases() -> None:
+    torch.manual_seed(0)
+    policy = mlp_policy(BOX_OBS, BOX_ACT, [400, 300], init="xavier")
+    layers = [m for m in policy.modules() if isinstance(m, torch.nn.Linear)]
+    assert [tuple(m.weight.shape) for m in layers] == [(400, 3), (300, 400), (2, 300)]
+    for layer in layers:
+        fan_out, fan_in = layer.weight.shape
+        bound = math.sqrt(6.0 / (fan_in + fan_out))
+        assert layer.weight.abs().max() <= bound
+        # uniform on [-bound, bound]: standard deviation bound / sqrt(3)
+        assert layer.weight.std().item() == pytest.approx(bound / math.sqrt(3.0), rel=0.1)
+        assert torch.count_nonzero(layer.bias) == 0
+    torch.manual_seed(0)
+    default = mlp_policy(BOX_OBS, BOX_ACT, [400, 300])
+    first = next(m for m in default.modules() if isinstance(m, torch.nn.Linear))
+    assert torch.count_nonzero(first.bias) > 0  # torch's default draws the biases too
