@@ -59,21 +59,17 @@ def _step(pos: np.ndarray, action: np.ndarray, goal: np.ndarray, max_step: float
     return pos, reward, terminated
 
 
-class PointNavEnv(gym.Env):
-    """Single-environment form, registered as ``metarl/PointNav-v0``."""
+class SinglePoint(gym.Env):
+    """What the single point environments share: the spaces, the task's goal and the position,
+    which starts at the origin unless a subclass overrides ``reset``; each adds its ``step``."""
 
-    def __init__(self, goal_range: float = 0.5, max_step: float = 0.1, tolerance: float = 0.01
-                 ) -> None:
-        check_positive(goal_range=goal_range, max_step=max_step, tolerance=tolerance)
-        self.goal_range, self.max_step, self.tolerance = goal_range, max_step, tolerance
+    def __init__(self) -> None:
         self.observation_space, self.action_space = point_spaces()
         self._goal = np.zeros(2)
         self._pos = np.zeros(2)
 
-    def sample_tasks(self, n: int, rng: np.random.Generator) -> list[GoalTask]:
-        return _sample_goals(n, rng, self.goal_range)
-
-    def set_task(self, task: GoalTask) -> None:
+    def set_task(self, task: Any) -> None:
+        """Take the goal (x, y) of a task with a ``goal``."""
         self._goal = np.asarray(task.goal, dtype=np.float64)
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None
@@ -81,6 +77,19 @@ class PointNavEnv(gym.Env):
         super().reset(seed=seed)
         self._pos = np.zeros(2)
         return self._pos.copy(), {}
+
+
+class PointNavEnv(SinglePoint):
+    """Single-environment form, registered as ``metarl/PointNav-v0``."""
+
+    def __init__(self, goal_range: float = 0.5, max_step: float = 0.1, tolerance: float = 0.01
+                 ) -> None:
+        check_positive(goal_range=goal_range, max_step=max_step, tolerance=tolerance)
+        super().__init__()
+        self.goal_range, self.max_step, self.tolerance = goal_range, max_step, tolerance
+
+    def sample_tasks(self, n: int, rng: np.random.Generator) -> list[GoalTask]:
+        return _sample_goals(n, rng, self.goal_range)
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         self._pos, reward, terminated = _step(self._pos, np.asarray(action, dtype=np.float64),

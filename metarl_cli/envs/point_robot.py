@@ -25,12 +25,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 import torch
 
 from metarl_cli.core.checks import check_non_negative, check_positive
-from metarl_cli.envs.point_nav import BatchedPoints, move, point_spaces
+from metarl_cli.envs.point_nav import BatchedPoints, SinglePoint, move
 
 
 @dataclass(frozen=True)
@@ -55,24 +54,19 @@ def _goal_tensor(tasks: Sequence[PointGoalTask], like: torch.Tensor) -> torch.Te
 
 
 # --- dense ---
-class PointRobotEnv(gym.Env):
+class PointRobotEnv(SinglePoint):
     """Single-environment dense point robot, registered as ``metarl/PointRobot-v0``."""
 
     def __init__(self, goal_range: float = 1.0, max_step: float = 0.1, start_range: float = 1.0
                  ) -> None:
         check_positive(goal_range=goal_range, max_step=max_step)
         check_non_negative(start_range=start_range)
+        super().__init__()
         self.goal_range, self.max_step, self.start_range = goal_range, max_step, start_range
-        self.observation_space, self.action_space = point_spaces()
-        self._goal = np.zeros(2)
-        self._pos = np.zeros(2)
 
     def sample_tasks(self, n: int, rng: np.random.Generator) -> list[PointGoalTask]:
         goals = rng.uniform(-self.goal_range, self.goal_range, size=(n, 2))
         return [PointGoalTask((float(x), float(y))) for x, y in goals]
-
-    def set_task(self, task: PointGoalTask) -> None:
-        self._goal = np.asarray(task.goal, dtype=np.float64)
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None
               ) -> tuple[np.ndarray, dict[str, Any]]:
@@ -104,30 +98,19 @@ class BatchedPointRobot(BatchedPoints):
 
 
 # --- sparse ---
-class PointRobotSparseEnv(gym.Env):
+class PointRobotSparseEnv(SinglePoint):
     """Single-environment sparse point robot, registered as ``metarl/PointRobotSparse-v0``."""
 
     def __init__(self, goal_radius: float = 0.2, max_step: float = 0.1,
                  shaped_training_reward: bool = True) -> None:
         check_positive(goal_radius=goal_radius, max_step=max_step)
+        super().__init__()
         self.goal_radius, self.max_step = goal_radius, max_step
         self.shaped_training_reward = shaped_training_reward
-        self.observation_space, self.action_space = point_spaces()
-        self._goal = np.zeros(2)
-        self._pos = np.zeros(2)
 
     def sample_tasks(self, n: int, rng: np.random.Generator) -> list[PointGoalTask]:
         angles = rng.uniform(0.0, np.pi, size=n)
         return [PointGoalTask((float(np.cos(a)), float(np.sin(a)))) for a in angles]
-
-    def set_task(self, task: PointGoalTask) -> None:
-        self._goal = np.asarray(task.goal, dtype=np.float64)
-
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None
-              ) -> tuple[np.ndarray, dict[str, Any]]:
-        super().reset(seed=seed)
-        self._pos = np.zeros(2)
-        return self._pos.copy(), {}
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         self._pos = move(self._pos, np.asarray(action, dtype=np.float64), self.max_step)
