@@ -40,7 +40,10 @@ Choices that differ from gymnasium or are not fixed by the papers:
   of 200 steps 10 s. The MAML paper's code (rllab's HalfCheetah, the same 0.01 s timestep without
   a frame skip) stepped the physics once per env step: 200 actions at 100 Hz over 2 s.
   ``frame_skip=1`` gives that control rate and duration. rllab's observation also held the
-  robot's centre of mass (20 dimensions) and its reset noise differed; ours stay gymnasium's.
+  robot's centre of mass (``get_body_com("torso")``, the torso's subtree, i.e. the whole robot;
+  20 dimensions): ``com_obs=True`` appends it, as MuJoCo leaves ``subtree_com`` after the step
+  (from the last physics substep's start, the lag of the ant's ``xpos``). rllab's reset noise
+  differed; ours stays gymnasium's.
 - Until ``set_task`` is called, a single environment holds a fixed task (the first task drawn
   with seed 0), so it also works as a plain gymnasium environment.
 """
@@ -60,10 +63,13 @@ import numpy as np
 from gymnasium import utils
 from gymnasium.envs.mujoco.ant_v5 import AntEnv
 from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
+from gymnasium.spaces import Box
 from mujoco import batch as mujoco_batch
 
 from metarl_cli.core.checks import check_integer, check_positive
 from metarl_cli.envs.point_nav import GoalTask
+
+TORSO = 1  # body index of the cheetah's and the ant's torso (0 is the world)
 
 # MAML's AntVel adds a constant 1 to the velocity-tracking term (on top of the survive reward).
 ANT_VEL_OFFSET = 1.0
@@ -198,9 +204,11 @@ def ant_terminated(qpos: np.ndarray, qvel: np.ndarray, healthy_z_range: tuple[fl
     return ~(finite & (z >= healthy_z_range[0]) & (z <= healthy_z_range[1]))
 
 
-def cheetah_obs(qpos: np.ndarray, qvel: np.ndarray) -> np.ndarray:
-    """HalfCheetah-v5's default observation for a batch: qpos without x, then qvel."""
-    return np.concatenate([qpos[..., 1:], qvel], axis=-1)
+def cheetah_obs(qpos: np.ndarray, qvel: np.ndarray, com: np.ndarray | None = None) -> np.ndarray:
+    """HalfCheetah-v5's default observation for a batch: qpos without x, then qvel; then the
+    centre of mass ``com`` (..., 3) when given, as rllab's HalfCheetah had it."""
+    parts = [qpos[..., 1:], qvel] + ([] if com is None else [com])
+    return np.concatenate(parts, axis=-1)
 
 
 def ant_obs(qpos: np.ndarray, qvel: np.ndarray, cfrc_ext: np.ndarray,
@@ -244,14 +252,16 @@ class _TaskStep:
     """The task API and ``step`` shared by both robots (mixed in before the gymnasium class).
 
     The robot class supplies ``_position``, ``_reward_terminated`` and ``_batch_obs``, each
-    vectorised so that the batched form calls the very same code; the family class supplies
-    ``_task_type``, ``_task_term`` and ``sample_tasks``.
+    vectorised so that the batched form calls the very same code (``_batch_obs`` reads the
+    arrays it needs from an ``MjData`` or a :class:`MujocoBatch`, which name them alike); the
+    family class supplies ``_task_type``, ``_task_term`` and ``sample_tasks``.
     """
 
     _task_type: ClassVar[type]
     _task_term: ClassVar[Callable[..., np.ndarray]]
     uses_contacts: ClassVar[bool]  # reads cfrc_ext (after mj_rnePostConstraint)
     uses_body_positions: ClassVar[bool]  # reads xpos
+    uses_com: bool  # reads subtree_com
     data: mujoco.MjData
     frame_skip: int
     dt: float
@@ -297,13 +307,16 @@ class _CheetahTaskEnv(_TaskStep, HalfCheetahEnv):
     uses_body_positions = False
 
     def __init__(self, ctrl_cost_weight: float, reset_noise_scale: float, frame_skip: int,
-                 render_mode: str | None) -> None:
+                 render_mode: str | None, com_obs: bool = False) -> None:
         self.ctrl_cost_weight = _check_nonnegative("ctrl_cost_weight", ctrl_cost_weight)
         self.reset_noise_scale = _check_nonnegative("reset_noise_scale", reset_noise_scale)
         check_integer(1, frame_skip=frame_skip)
+        self.com_obs = self.uses_com = com_obs
         HalfCheetahEnv.__init__(self, frame_skip=frame_skip,
                                 ctrl_cost_weight=self.ctrl_cost_weight,
                                 reset_noise_scale=self.reset_noise_scale, render_mode=render_mode)
+        if com_obs:
+            self.observation_space = Box(-np.inf, np.inf, shape=(20,), dtype=np.float64)
         self._init_task()
 
     def _position(self, qpos: np.ndarray, xpos: np.ndarray) -> np.ndarray:
@@ -315,8 +328,12 @@ class _CheetahTaskEnv(_TaskStep, HalfCheetahEnv):
         reward = term - ctrl_cost(actions, self.ctrl_cost_weight)
         return reward, np.zeros(np.shape(reward), dtype=bool)
 
-    def _batch_obs(self, qpos: np.ndarray, qvel: np.ndarray, cfrc_ext: np.ndarray) -> np.ndarray:
-        return cheetah_obs(qpos, qvel)
+    def _batch_obs(self, state: Any) -> np.ndarray:
+        com = state.subtree_com[..., TORSO, :] if self.com_obs else None
+        return cheetah_obs(state.qpos, state.qvel, com)
+
+    def _get_obs(self) -> np.ndarray:
+        return self._batch_obs(self.data)
 
 
 class _AntTaskEnv(_TaskStep, AntEnv):
@@ -324,6 +341,7 @@ class _AntTaskEnv(_TaskStep, AntEnv):
 
     uses_contacts = True
     uses_body_positions = True
+    uses_com = False
 
     def __init__(self, ctrl_cost_weight: float, contact_cost_weight: float,
                  survive_reward: float, healthy_z_range: tuple[float, float],
@@ -353,8 +371,8 @@ class _AntTaskEnv(_TaskStep, AntEnv):
                   - contact_cost(cfrc_ext, self.contact_cost_weight, self.contact_force_range))
         return reward, ant_terminated(qpos, qvel, self.healthy_z_range)
 
-    def _batch_obs(self, qpos: np.ndarray, qvel: np.ndarray, cfrc_ext: np.ndarray) -> np.ndarray:
-        return ant_obs(qpos, qvel, cfrc_ext, self.contact_force_range)
+    def _batch_obs(self, state: Any) -> np.ndarray:
+        return ant_obs(state.qpos, state.qvel, state.cfrc_ext, self.contact_force_range)
 
 
 class HalfCheetahVelEnv(_CheetahTaskEnv):
@@ -365,11 +383,12 @@ class HalfCheetahVelEnv(_CheetahTaskEnv):
 
     def __init__(self, velocity_range: tuple[float, float] = (0.0, 2.0),
                  ctrl_cost_weight: float = 0.05, reset_noise_scale: float = 0.1,
-                 frame_skip: int = 5, render_mode: str | None = None) -> None:
+                 frame_skip: int = 5, render_mode: str | None = None,
+                 com_obs: bool = False) -> None:
         self.velocity_range = _check_range("velocity_range", velocity_range)
-        super().__init__(ctrl_cost_weight, reset_noise_scale, frame_skip, render_mode)
+        super().__init__(ctrl_cost_weight, reset_noise_scale, frame_skip, render_mode, com_obs)
         utils.EzPickle.__init__(self, velocity_range, ctrl_cost_weight, reset_noise_scale,
-                                frame_skip, render_mode)
+                                frame_skip, render_mode, com_obs)
 
     def sample_tasks(self, n: int, rng: np.random.Generator) -> list[VelocityTask]:
         return sample_velocity_tasks(n, rng, self.velocity_range)
@@ -383,11 +402,11 @@ class HalfCheetahDirEnv(_CheetahTaskEnv):
 
     def __init__(self, ctrl_cost_weight: float = 0.05, reset_noise_scale: float = 0.1,
                  frame_skip: int = 5, render_mode: str | None = None,
-                 balanced: bool = False) -> None:
+                 balanced: bool = False, com_obs: bool = False) -> None:
         self.balanced = balanced  # before the base class, which draws a first task
-        super().__init__(ctrl_cost_weight, reset_noise_scale, frame_skip, render_mode)
+        super().__init__(ctrl_cost_weight, reset_noise_scale, frame_skip, render_mode, com_obs)
         utils.EzPickle.__init__(self, ctrl_cost_weight, reset_noise_scale, frame_skip,
-                                render_mode, balanced)
+                                render_mode, balanced, com_obs)
 
     def sample_tasks(self, n: int, rng: np.random.Generator) -> list[DirectionTask]:
         return sample_direction_tasks(n, rng, self.balanced)
@@ -470,8 +489,9 @@ class MujocoBatch:
     environment, bit-identical to a loop over one ``MjData`` each at any thread count. ``qpos``
     (B, nq) and ``qvel`` (B, nv) are live views of the simulations' states; ``xpos`` (B, nbody,
     3; (B, 0, 3) when not asked for) is refreshed by each call, as ``MjData.xpos`` is by
-    ``mj_step``; ``cfrc_ext`` (B, nbody, 6; (B, 0, 6) without contacts) is filled after each
-    step. Read them before the next call, or copy them.
+    ``mj_step``, and so is ``subtree_com`` (B, nbody, 3; (B, 0, 3) unless ``com``);
+    ``cfrc_ext`` (B, nbody, 6; (B, 0, 6) without contacts) is filled after each step. Read them
+    before the next call, or copy them.
 
     Gymnasium's Ant computes the contact forces with ``mj_rnePostConstraint`` after ``mj_step``,
     from the data the last Runge-Kutta stage left; the batch does not, so a family with contacts
@@ -479,12 +499,14 @@ class MujocoBatch:
     """
 
     def __init__(self, xml_path: str, frame_skip: int, contacts: bool,
-                 num_threads: int | None = None, body_positions: bool = True) -> None:
+                 num_threads: int | None = None, body_positions: bool = True,
+                 com: bool = False) -> None:
         check_positive(frame_skip=frame_skip)
         self.model = load_model(xml_path)
         self.frame_skip = frame_skip
         self.contacts = contacts
         self.body_positions = body_positions
+        self.com = com
         self.num_threads = _check_num_threads(num_threads)
         self._scratch = mujoco.MjData(self.model) if contacts else None
         self._batch: mujoco_batch.Batch | None = None
@@ -496,6 +518,7 @@ class MujocoBatch:
         self.close()
         self.qpos, self.qvel = np.zeros((batch_size, m.nq)), np.zeros((batch_size, m.nv))
         self.xpos = np.zeros((batch_size, 0, 3))
+        self.subtree_com = np.zeros((batch_size, 0, 3))
         self.cfrc_ext = np.zeros((batch_size, m.nbody if self.contacts else 0, 6))
         if batch_size == 0:
             return
@@ -504,6 +527,8 @@ class MujocoBatch:
         self._ctrl = batch.bind("ctrl")
         if self.body_positions:
             self.xpos = batch.bind("xpos")
+        if self.com:
+            self.subtree_com = batch.bind("subtree_com")
         self._batch = batch
 
     def reset(self, qpos: np.ndarray, qvel: np.ndarray) -> None:
@@ -553,7 +578,7 @@ class _BatchedFamily:
         self.observation_space = single.observation_space
         self.action_space = single.action_space
         self._physics = MujocoBatch(single.fullpath, single.frame_skip, single.uses_contacts,
-                                    num_threads, single.uses_body_positions)
+                                    num_threads, single.uses_body_positions, single.uses_com)
         self._targets: np.ndarray | None = None
 
     @property
@@ -585,7 +610,7 @@ class _BatchedFamily:
         qpos = single.init_qpos + rng.uniform(-s, s, size=(b, phys.model.nq))
         qvel = single.init_qvel + s * rng.standard_normal((b, phys.model.nv))
         phys.reset(qpos, qvel)
-        return single._batch_obs(phys.qpos, phys.qvel, phys.cfrc_ext)
+        return single._batch_obs(phys)
 
     def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         single, phys = self._single, self._physics
@@ -600,7 +625,7 @@ class _BatchedFamily:
                                  self._targets)
         reward, terminated = single._reward_terminated(term, actions, phys.qpos, phys.qvel,
                                                        phys.cfrc_ext)
-        return single._batch_obs(phys.qpos, phys.qvel, phys.cfrc_ext), reward, terminated
+        return single._batch_obs(phys), reward, terminated
 
     def close(self) -> None:
         self._physics.close()
@@ -612,9 +637,10 @@ class BatchedHalfCheetahVel(_BatchedFamily):
 
     def __init__(self, velocity_range: tuple[float, float] = (0.0, 2.0),
                  ctrl_cost_weight: float = 0.05, reset_noise_scale: float = 0.1,
-                 frame_skip: int = 5, num_threads: int | None = None) -> None:
+                 frame_skip: int = 5, num_threads: int | None = None,
+                 com_obs: bool = False) -> None:
         super().__init__(HalfCheetahVelEnv(velocity_range, ctrl_cost_weight, reset_noise_scale,
-                                           frame_skip), num_threads)
+                                           frame_skip, com_obs=com_obs), num_threads)
 
 
 class BatchedHalfCheetahDir(_BatchedFamily):
@@ -622,9 +648,9 @@ class BatchedHalfCheetahDir(_BatchedFamily):
 
     def __init__(self, ctrl_cost_weight: float = 0.05, reset_noise_scale: float = 0.1,
                  frame_skip: int = 5, num_threads: int | None = None,
-                 balanced: bool = False) -> None:
+                 balanced: bool = False, com_obs: bool = False) -> None:
         super().__init__(HalfCheetahDirEnv(ctrl_cost_weight, reset_noise_scale, frame_skip,
-                                           balanced=balanced), num_threads)
+                                           balanced=balanced, com_obs=com_obs), num_threads)
 
 
 class BatchedAntVel(_BatchedFamily):

@@ -153,6 +153,25 @@ def test_observation_and_reset_are_gymnasiums(ours: type, theirs: str) -> None:
         np.testing.assert_array_equal(env.step(action)[0], reference.step(action)[0])
 
 
+def test_cheetah_com_obs_appends_the_robots_centre_of_mass() -> None:
+    """rllab's HalfCheetah observation: gymnasium's 17 entries, then the torso subtree's centre
+    of mass, i.e. the mass-weighted mean of the bodies' centres (the world body has no mass)."""
+    env, plain = HalfCheetahDirEnv(com_obs=True), HalfCheetahDirEnv()
+    assert env.observation_space.shape == (20,) and env.observation_space.contains(
+        env.reset(seed=3)[0])
+    plain.reset(seed=3)
+    action = np.random.default_rng(0).uniform(-1, 1, size=6)
+    for _ in range(5):
+        obs, plain_obs = env.step(action)[0], plain.step(action)[0]
+    np.testing.assert_array_equal(obs[:17], plain_obs)
+    mass, xipos = env.model.body_mass, env.data.xipos  # as mj_step left them: same stage
+    np.testing.assert_allclose(obs[17:], mass @ xipos / mass.sum(), rtol=0, atol=1e-12)
+    qpos = env.data.qpos.copy()
+    qpos[0] += 3.0  # slide the robot 3 m forward: its centre of mass follows
+    env.set_state(qpos, env.data.qvel.copy())
+    assert env.step(action)[0][17] == pytest.approx(obs[17] + 3.0, abs=0.2)
+
+
 @pytest.mark.parametrize("xml", ["half_cheetah.xml", "ant.xml"])
 def test_models_are_mujocos_compiled_ones_without_its_warning(
         xml: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -192,11 +211,13 @@ def _run_batched(batched: Any, tasks: list[Any], seed: int, steps: int
 # The ant case narrows the healthy height so that some steps terminate and some do not.
 EQUALITY_CASES = [(*pair, {}) for pair in PAIRS] + [
     (AntDirEnv, BatchedAntDir, {"healthy_z_range": (0.2, 0.65)}),
-    (HalfCheetahDirEnv, BatchedHalfCheetahDir, {"frame_skip": 1})]
+    (HalfCheetahDirEnv, BatchedHalfCheetahDir, {"frame_skip": 1}),
+    (HalfCheetahVelEnv, BatchedHalfCheetahVel, {"frame_skip": 1, "com_obs": True})]
 
 
 @pytest.mark.parametrize(("single_cls", "batched_cls", "kwargs"), EQUALITY_CASES,
-                         ids=[*IDS, "AntDirEnv-terminating", "HalfCheetahDirEnv-frame_skip_1"])
+                         ids=[*IDS, "AntDirEnv-terminating", "HalfCheetahDirEnv-frame_skip_1",
+                              "HalfCheetahVelEnv-com_obs"])
 def test_batched_equals_single(single_cls: type, batched_cls: type, kwargs: dict[str, Any]
                                ) -> None:
     batched = batched_cls(num_threads=2, **kwargs)
@@ -252,6 +273,7 @@ def test_batched_physics_copies_only_what_the_family_reads() -> None:
         for _ in range(10):  # the ant starts above the floor; it lands within 10 steps
             family.step(np.zeros((3, family.action_space.shape[0])))
     assert cheetah.physics.xpos.shape == (3, 0, 3) and cheetah.physics.cfrc_ext.shape == (3, 0, 6)
+    assert cheetah.physics.subtree_com.shape == (3, 0, 3)
     nbody = ant.physics.model.nbody
     assert ant.physics.xpos.shape == (3, nbody, 3) and ant.physics.cfrc_ext.shape == (3, nbody, 6)
     assert np.abs(ant.physics.xpos).sum() > 0 and np.abs(ant.physics.cfrc_ext).sum() > 0
