@@ -12,11 +12,10 @@ Five families, each a single gymnasium environment and a batched form:
 The single environments subclass gymnasium's ``HalfCheetah-v5`` and ``Ant-v5``, so the model XML,
 frame skip (5; see below), reset distribution and observation (17 and 105 dimensions, the ant's
 including the clipped external contact forces) are gymnasium's own; only ``step`` is ours,
-because the reward and termination belong to the task family. The batched forms load the same
-XML into one ``MjModel``, hold one ``MjData`` per environment, step the physics in threads
-(MuJoCo releases the GIL) and compute observations, rewards and terminations in NumPy over the
-whole batch. Both forms call the same reward functions below, and the tests check that they agree
-step for step.
+because the reward and termination belong to the task family. The batched forms step the same
+model for the whole batch in MuJoCo's C++ threads (``MujocoBatch``, envs/mujoco_batch.py) and
+compute observations, rewards and terminations in NumPy over the whole batch. Both forms call the
+same reward functions below, and the tests check that they agree step for step.
 
 Choices that differ from gymnasium or are not fixed by the papers:
 
@@ -51,11 +50,8 @@ Choices that differ from gymnasium or are not fixed by the papers:
 from __future__ import annotations
 
 import math
-import os
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, ClassVar
 
 import mujoco
@@ -64,9 +60,9 @@ from gymnasium import utils
 from gymnasium.envs.mujoco.ant_v5 import AntEnv
 from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
 from gymnasium.spaces import Box
-from mujoco import batch as mujoco_batch
 
 from metarl_cli.core.checks import check_integer, check_positive
+from metarl_cli.envs.mujoco_batch import MujocoBatch, load_model
 from metarl_cli.envs.point_nav import GoalTask
 
 TORSO = 1  # body index of the cheetah's and the ant's torso (0 is the world)
@@ -114,11 +110,6 @@ def _check_range(name: str, value: Sequence[float]) -> tuple[float, float]:
                                and value[0] < value[1]):
         raise ValueError(f"{name} must be (low, high) with finite low < high, got {value}")
     return float(value[0]), float(value[1])
-
-
-def _check_num_threads(num_threads: int | None) -> int:
-    check_integer(1, or_none=True, num_threads=num_threads)
-    return (os.cpu_count() or 1) if num_threads is None else num_threads
 
 
 # ---------------------------------------------------------------- task distributions
@@ -219,33 +210,6 @@ def ant_obs(qpos: np.ndarray, qvel: np.ndarray, cfrc_ext: np.ndarray,
 
 
 # ---------------------------------------------------------------- single environments
-
-
-def load_model(xml_path: str) -> mujoco.MjModel:
-    """The model of ``xml_path``, equal in every field to what MuJoCo compiles from it, without
-    the compiler attribute ``settotalmass`` that MuJoCo 4 deprecates.
-
-    Gymnasium's half_cheetah.xml sets it; compiling it prints a deprecation warning and writes
-    MUJOCO_LOG.TXT into the working directory on every run. Instead the masses are scaled after
-    compiling, as the compiler does: ``mj_setTotalmass``, ``mj_setConst``, and the two mean
-    statistics taken from the masses (``meaninertia`` scales the solver's tolerance). Sums run in
-    MuJoCo's order, so the model is bit for bit the compiled one (tested).
-    """
-    xml = Path(xml_path).read_text()
-    found = re.search(r'\s*settotalmass="([^"]*)"', xml)
-    if found is None:
-        return mujoco.MjModel.from_xml_path(xml_path)
-    model = mujoco.MjModel.from_xml_string(xml.replace(found.group(0), "", 1))
-    mujoco.mj_setTotalmass(model, float(found.group(1)))
-    mujoco.mj_setConst(model, mujoco.MjData(model))
-    mass = inertia = 0.0
-    for value in model.body_mass[1:]:
-        mass += float(value)
-    for value in model.dof_M0:
-        inertia += float(value)
-    model.stat.meanmass = mass / (model.nbody - 1)
-    model.stat.meaninertia = inertia / model.nv
-    return model
 
 
 class _TaskStep:
@@ -477,94 +441,6 @@ class AntGoalEnv(_AntTaskEnv):
 
     def sample_tasks(self, n: int, rng: np.random.Generator) -> list[GoalTask]:
         return sample_disk_goals(n, rng, self.goal_radius)
-
-
-# ---------------------------------------------------------------- batched physics
-
-
-class MujocoBatch:
-    """B simulations of one model, stepped by MuJoCo's batch module, their state as arrays.
-
-    ``mujoco.batch.Batch`` steps the simulations on a pool of C++ threads with no Python per
-    environment, bit-identical to a loop over one ``MjData`` each at any thread count. ``qpos``
-    (B, nq) and ``qvel`` (B, nv) are live views of the simulations' states; ``xpos`` (B, nbody,
-    3; (B, 0, 3) when not asked for) is refreshed by each call, as ``MjData.xpos`` is by
-    ``mj_step``, and so is ``subtree_com`` (B, nbody, 3; (B, 0, 3) unless ``com``);
-    ``cfrc_ext`` (B, nbody, 6; (B, 0, 6) without contacts) is filled after each step. Read them
-    before the next call, or copy them.
-
-    Gymnasium's Ant computes the contact forces with ``mj_rnePostConstraint`` after ``mj_step``,
-    from the data the last Runge-Kutta stage left; the batch does not, so a family with contacts
-    keeps one ``MjData`` per simulation (``persistent``) and makes that call on a copy of each.
-    """
-
-    def __init__(self, xml_path: str, frame_skip: int, contacts: bool,
-                 num_threads: int | None = None, body_positions: bool = True,
-                 com: bool = False) -> None:
-        check_positive(frame_skip=frame_skip)
-        self.model = load_model(xml_path)
-        self.frame_skip = frame_skip
-        self.contacts = contacts
-        self.body_positions = body_positions
-        self.com = com
-        self.num_threads = _check_num_threads(num_threads)
-        self._scratch = mujoco.MjData(self.model) if contacts else None
-        self._batch: mujoco_batch.Batch | None = None
-        self.resize(0)
-
-    def resize(self, batch_size: int) -> None:
-        """Make ``batch_size`` simulations (their states are set by the next reset)."""
-        m = self.model
-        self.close()
-        self.qpos, self.qvel = np.zeros((batch_size, m.nq)), np.zeros((batch_size, m.nv))
-        self.xpos = np.zeros((batch_size, 0, 3))
-        self.subtree_com = np.zeros((batch_size, 0, 3))
-        self.cfrc_ext = np.zeros((batch_size, m.nbody if self.contacts else 0, 6))
-        if batch_size == 0:
-            return
-        batch = mujoco_batch.Batch(m, batch_size, self.num_threads, persistent=self.contacts)
-        self.qpos, self.qvel = batch.bind("qpos"), batch.bind("qvel")
-        self._ctrl = batch.bind("ctrl")
-        if self.body_positions:
-            self.xpos = batch.bind("xpos")
-        if self.com:
-            self.subtree_com = batch.bind("subtree_com")
-        self._batch = batch
-
-    def reset(self, qpos: np.ndarray, qvel: np.ndarray) -> None:
-        """Reset every simulation as gymnasium does: mj_resetData, set qpos/qvel, mj_forward."""
-        batch = self._require_batch()
-        batch.reset(stage=mujoco.mjtStage.mjSTAGE_NONE)
-        self.qpos[:] = qpos
-        self.qvel[:] = qvel
-        batch.forward()
-        self.cfrc_ext[:] = 0.0  # as mj_resetData left them: only mj_rnePostConstraint sets them
-
-    def step(self, ctrl: np.ndarray) -> None:
-        """Write ``ctrl`` (B, nu) and advance every simulation by ``frame_skip`` physics steps."""
-        batch = self._require_batch()
-        self._ctrl[:] = ctrl
-        batch.step(nstep=self.frame_skip)
-        if self._scratch is not None:  # gymnasium computes cfrc_ext after every step
-            m, d = self.model, self._scratch
-            for i in range(batch.nsim):
-                batch.get_data(i, d)
-                mujoco.mj_rnePostConstraint(m, d)
-                self.cfrc_ext[i] = d.cfrc_ext
-
-    @property
-    def size(self) -> int:
-        """The number of simulations (0 after ``close``)."""
-        return 0 if self._batch is None else self._batch.nsim
-
-    def close(self) -> None:
-        """Let the simulations and their threads go (``resize`` makes new ones)."""
-        self._batch = None
-
-    def _require_batch(self) -> mujoco_batch.Batch:
-        if self._batch is None:
-            raise RuntimeError("resize the batch to at least one simulation first")
-        return self._batch
 
 
 # ---------------------------------------------------------------- batched families

@@ -1,0 +1,34 @@
+"""The batched physics layer: models compiled as MuJoCo compiles them, without its warning.
+
+(Its stepping is checked through the families in test_locomotion.py: batched equals single.)"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import gymnasium as gym
+import mujoco
+import numpy as np
+import pytest
+
+from metarl_cli.envs.mujoco_batch import load_model
+
+
+@pytest.mark.parametrize("xml", ["half_cheetah.xml", "ant.xml"])
+def test_models_are_mujocos_compiled_ones_without_its_warning(
+        xml: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # MuJoCo writes its warnings to MUJOCO_LOG.TXT here
+    path = str(Path(gym.__file__).parent / "envs" / "mujoco" / "assets" / xml)
+    ours = load_model(path)
+    assert not (tmp_path / "MUJOCO_LOG.TXT").exists()
+    compiled = mujoco.MjModel.from_xml_path(path)  # half_cheetah.xml: settotalmass, a warning
+    compared = 0
+    for part in (None, "opt", "stat"):
+        owner_a, owner_b = (ours, compiled) if part is None else (
+            getattr(ours, part), getattr(compiled, part))
+        for name in dir(owner_b):
+            value = getattr(owner_b, name)
+            if not name.startswith("_") and isinstance(value, np.ndarray | float | int):
+                np.testing.assert_array_equal(getattr(owner_a, name), value, err_msg=name)
+                compared += 1
+    assert compared > 400
