@@ -41,8 +41,9 @@ Choices that differ from gymnasium or are not fixed by the papers:
   ``frame_skip=1`` gives that control rate and duration. rllab's observation also held the
   robot's centre of mass (``get_body_com("torso")``, the torso's subtree, i.e. the whole robot;
   20 dimensions): ``com_obs=True`` appends it, as MuJoCo leaves ``subtree_com`` after the step
-  (from the last physics substep's start, the lag of the ant's ``xpos``). rllab's reset noise
-  differed; ours stays gymnasium's.
+  (from the last physics substep's start, the lag of the ant's ``xpos``). rllab's reset drew
+  qpos + N(0, 0.01²) where gymnasium draws qpos + U(-0.1, 0.1) (qvel + 0.1·N(0, 1) in both):
+  ``qpos_noise_std=0.01`` gives rllab's.
 - Until ``set_task`` is called, a single environment holds a fixed task (the first task drawn
   with seed 0), so it also works as a plain gymnasium environment.
 """
@@ -226,6 +227,8 @@ class _TaskStep:
     uses_contacts: ClassVar[bool]  # reads cfrc_ext (after mj_rnePostConstraint)
     uses_body_positions: ClassVar[bool]  # reads xpos
     uses_com: bool  # reads subtree_com
+    reset_noise_scale: float
+    qpos_noise_std: float | None
     data: mujoco.MjData
     frame_skip: int
     dt: float
@@ -252,6 +255,20 @@ class _TaskStep:
     def set_task(self, task: Task) -> None:
         self._target = task_targets([task], self._task_type)[0]
 
+    def reset_state(self, rng: np.random.Generator, batch: tuple[int, ...] = ()
+                    ) -> tuple[np.ndarray, np.ndarray]:
+        """Initial (qpos, qvel), drawn from ``rng`` in gymnasium's order, with a leading
+        ``batch`` shape: qpos + U(-s, s) (or + N(0, qpos_noise_std²) when that is set, as
+        rllab reset), qvel + s·N(0, 1), s = ``reset_noise_scale``."""
+        s, nq, nv = self.reset_noise_scale, self.model.nq, self.model.nv
+        qpos_noise = (rng.uniform(-s, s, size=(*batch, nq)) if self.qpos_noise_std is None
+                      else self.qpos_noise_std * rng.standard_normal((*batch, nq)))
+        return self.init_qpos + qpos_noise, self.init_qvel + s * rng.standard_normal((*batch, nv))
+
+    def reset_model(self) -> np.ndarray:
+        self.set_state(*self.reset_state(self.np_random))
+        return self._get_obs()
+
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         action = np.clip(np.asarray(action, dtype=np.float64), self._act_low, self._act_high)
         before = self._position(self.data.qpos, self.data.xpos).copy()
@@ -271,9 +288,12 @@ class _CheetahTaskEnv(_TaskStep, HalfCheetahEnv):
     uses_body_positions = False
 
     def __init__(self, ctrl_cost_weight: float, reset_noise_scale: float, frame_skip: int,
-                 render_mode: str | None, com_obs: bool = False) -> None:
+                 render_mode: str | None, com_obs: bool = False,
+                 qpos_noise_std: float | None = None) -> None:
         self.ctrl_cost_weight = _check_nonnegative("ctrl_cost_weight", ctrl_cost_weight)
         self.reset_noise_scale = _check_nonnegative("reset_noise_scale", reset_noise_scale)
+        self.qpos_noise_std = (None if qpos_noise_std is None
+                               else _check_nonnegative("qpos_noise_std", qpos_noise_std))
         check_integer(1, frame_skip=frame_skip)
         self.com_obs = self.uses_com = com_obs
         HalfCheetahEnv.__init__(self, frame_skip=frame_skip,
@@ -306,6 +326,7 @@ class _AntTaskEnv(_TaskStep, AntEnv):
     uses_contacts = True
     uses_body_positions = True
     uses_com = False
+    qpos_noise_std = None
 
     def __init__(self, ctrl_cost_weight: float, contact_cost_weight: float,
                  survive_reward: float, healthy_z_range: tuple[float, float],
@@ -348,11 +369,12 @@ class HalfCheetahVelEnv(_CheetahTaskEnv):
     def __init__(self, velocity_range: tuple[float, float] = (0.0, 2.0),
                  ctrl_cost_weight: float = 0.05, reset_noise_scale: float = 0.1,
                  frame_skip: int = 5, render_mode: str | None = None,
-                 com_obs: bool = False) -> None:
+                 com_obs: bool = False, qpos_noise_std: float | None = None) -> None:
         self.velocity_range = _check_range("velocity_range", velocity_range)
-        super().__init__(ctrl_cost_weight, reset_noise_scale, frame_skip, render_mode, com_obs)
+        super().__init__(ctrl_cost_weight, reset_noise_scale, frame_skip, render_mode, com_obs,
+                         qpos_noise_std)
         utils.EzPickle.__init__(self, velocity_range, ctrl_cost_weight, reset_noise_scale,
-                                frame_skip, render_mode, com_obs)
+                                frame_skip, render_mode, com_obs, qpos_noise_std)
 
     def sample_tasks(self, n: int, rng: np.random.Generator) -> list[VelocityTask]:
         return sample_velocity_tasks(n, rng, self.velocity_range)
@@ -366,11 +388,13 @@ class HalfCheetahDirEnv(_CheetahTaskEnv):
 
     def __init__(self, ctrl_cost_weight: float = 0.05, reset_noise_scale: float = 0.1,
                  frame_skip: int = 5, render_mode: str | None = None,
-                 balanced: bool = False, com_obs: bool = False) -> None:
+                 balanced: bool = False, com_obs: bool = False,
+                 qpos_noise_std: float | None = None) -> None:
         self.balanced = balanced  # before the base class, which draws a first task
-        super().__init__(ctrl_cost_weight, reset_noise_scale, frame_skip, render_mode, com_obs)
+        super().__init__(ctrl_cost_weight, reset_noise_scale, frame_skip, render_mode, com_obs,
+                         qpos_noise_std)
         utils.EzPickle.__init__(self, ctrl_cost_weight, reset_noise_scale, frame_skip,
-                                render_mode, balanced, com_obs)
+                                render_mode, balanced, com_obs, qpos_noise_std)
 
     def sample_tasks(self, n: int, rng: np.random.Generator) -> list[DirectionTask]:
         return sample_direction_tasks(n, rng, self.balanced)
@@ -478,14 +502,11 @@ class _BatchedFamily:
             self._physics.resize(len(tasks))
 
     def reset(self, rng: np.random.Generator) -> np.ndarray:
-        """Gymnasium's reset distribution, drawn from ``rng``: qpos + U(-s, s), qvel + s·N(0, 1)."""
+        """The single environment's reset distribution (``reset_state``), drawn from ``rng``."""
         if self._targets is None:
             raise RuntimeError("call set_tasks before reset")
         single, phys = self._single, self._physics
-        b, s = len(self._targets), single.reset_noise_scale
-        qpos = single.init_qpos + rng.uniform(-s, s, size=(b, phys.model.nq))
-        qvel = single.init_qvel + s * rng.standard_normal((b, phys.model.nv))
-        phys.reset(qpos, qvel)
+        phys.reset(*single.reset_state(rng, (len(self._targets),)))
         return single._batch_obs(phys)
 
     def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -514,9 +535,10 @@ class BatchedHalfCheetahVel(_BatchedFamily):
     def __init__(self, velocity_range: tuple[float, float] = (0.0, 2.0),
                  ctrl_cost_weight: float = 0.05, reset_noise_scale: float = 0.1,
                  frame_skip: int = 5, num_threads: int | None = None,
-                 com_obs: bool = False) -> None:
+                 com_obs: bool = False, qpos_noise_std: float | None = None) -> None:
         super().__init__(HalfCheetahVelEnv(velocity_range, ctrl_cost_weight, reset_noise_scale,
-                                           frame_skip, com_obs=com_obs), num_threads)
+                                           frame_skip, com_obs=com_obs,
+                                           qpos_noise_std=qpos_noise_std), num_threads)
 
 
 class BatchedHalfCheetahDir(_BatchedFamily):
@@ -524,9 +546,11 @@ class BatchedHalfCheetahDir(_BatchedFamily):
 
     def __init__(self, ctrl_cost_weight: float = 0.05, reset_noise_scale: float = 0.1,
                  frame_skip: int = 5, num_threads: int | None = None,
-                 balanced: bool = False, com_obs: bool = False) -> None:
+                 balanced: bool = False, com_obs: bool = False,
+                 qpos_noise_std: float | None = None) -> None:
         super().__init__(HalfCheetahDirEnv(ctrl_cost_weight, reset_noise_scale, frame_skip,
-                                           balanced=balanced, com_obs=com_obs), num_threads)
+                                           balanced=balanced, com_obs=com_obs,
+                                           qpos_noise_std=qpos_noise_std), num_threads)
 
 
 class BatchedAntVel(_BatchedFamily):

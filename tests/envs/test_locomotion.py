@@ -140,6 +140,18 @@ def test_ant_terminates_outside_healthy_height_and_cheetah_never() -> None:
     assert not cheetah.step(np.zeros(6))[2]
 
 
+def test_cheetah_qpos_noise_std_gives_rllabs_reset() -> None:
+    """rllab reset qpos + N(0, 0.01^2), qvel + N(0, 0.1^2); gymnasium draws qpos uniformly."""
+    env = HalfCheetahDirEnv(qpos_noise_std=0.01)
+    qpos, qvel = env.reset_state(np.random.default_rng(0), (20_000,))
+    assert np.std(qpos - env.init_qpos) == pytest.approx(0.01, rel=0.02)
+    assert np.std(qvel - env.init_qvel) == pytest.approx(0.1, rel=0.02)
+    single = env.reset(seed=0)[0]  # the single environment draws the same way
+    np.testing.assert_allclose(np.std(single[:8] - env.init_qpos[1:]), 0.01, rtol=1.0)
+    with pytest.raises(ValueError, match="qpos_noise_std"):
+        HalfCheetahDirEnv(qpos_noise_std=-0.1)
+
+
 @pytest.mark.parametrize(("ours", "theirs"), [(HalfCheetahDirEnv, "HalfCheetah-v5"),
                                               (AntDirEnv, "Ant-v5")])
 def test_observation_and_reset_are_gymnasiums(ours: type, theirs: str) -> None:
@@ -189,12 +201,13 @@ def _run_batched(batched: Any, tasks: list[Any], seed: int, steps: int
 EQUALITY_CASES = [(*pair, {}) for pair in PAIRS] + [
     (AntDirEnv, BatchedAntDir, {"healthy_z_range": (0.2, 0.65)}),
     (HalfCheetahDirEnv, BatchedHalfCheetahDir, {"frame_skip": 1}),
-    (HalfCheetahVelEnv, BatchedHalfCheetahVel, {"frame_skip": 1, "com_obs": True})]
+    (HalfCheetahVelEnv, BatchedHalfCheetahVel, {"frame_skip": 1, "com_obs": True}),
+    (HalfCheetahDirEnv, BatchedHalfCheetahDir, {"qpos_noise_std": 0.01})]
 
 
 @pytest.mark.parametrize(("single_cls", "batched_cls", "kwargs"), EQUALITY_CASES,
                          ids=[*IDS, "AntDirEnv-terminating", "HalfCheetahDirEnv-frame_skip_1",
-                              "HalfCheetahVelEnv-com_obs"])
+                              "HalfCheetahVelEnv-com_obs", "HalfCheetahDirEnv-rllab_reset"])
 def test_batched_equals_single(single_cls: type, batched_cls: type, kwargs: dict[str, Any]
                                ) -> None:
     batched = batched_cls(num_threads=2, **kwargs)
@@ -205,7 +218,9 @@ def test_batched_equals_single(single_cls: type, batched_cls: type, kwargs: dict
     singles = [single_cls(**kwargs) for _ in tasks]
     rng, noise = np.random.default_rng(4), singles[0].reset_noise_scale
     nq, nv = singles[0].model.nq, singles[0].model.nv
-    qpos = singles[0].init_qpos + rng.uniform(-noise, noise, size=(3, nq))
+    qpos = singles[0].init_qpos + (rng.uniform(-noise, noise, size=(3, nq))
+                                   if "qpos_noise_std" not in kwargs
+                                   else kwargs["qpos_noise_std"] * rng.standard_normal((3, nq)))
     qvel = singles[0].init_qvel + noise * rng.standard_normal((3, nv))
     for i, (env, task) in enumerate(zip(singles, tasks, strict=True)):
         env.reset(seed=i)
