@@ -226,7 +226,7 @@ class _TaskStep:
     _task_term: ClassVar[Callable[..., np.ndarray]]
     uses_contacts: ClassVar[bool]  # reads cfrc_ext (after mj_rnePostConstraint)
     uses_body_positions: ClassVar[bool]  # reads xpos
-    uses_com: bool  # reads subtree_com
+    com_obs: bool  # observes the centre of mass: reads subtree_com
     reset_noise_scale: float
     qpos_noise_std: float | None
     data: mujoco.MjData
@@ -295,7 +295,7 @@ class _CheetahTaskEnv(_TaskStep, HalfCheetahEnv):
         self.qpos_noise_std = (None if qpos_noise_std is None
                                else _check_nonnegative("qpos_noise_std", qpos_noise_std))
         check_integer(1, frame_skip=frame_skip)
-        self.com_obs = self.uses_com = com_obs
+        self.com_obs = com_obs
         HalfCheetahEnv.__init__(self, frame_skip=frame_skip,
                                 ctrl_cost_weight=self.ctrl_cost_weight,
                                 reset_noise_scale=self.reset_noise_scale, render_mode=render_mode)
@@ -325,7 +325,7 @@ class _AntTaskEnv(_TaskStep, AntEnv):
 
     uses_contacts = True
     uses_body_positions = True
-    uses_com = False
+    com_obs = False
     qpos_noise_std = None
 
     def __init__(self, ctrl_cost_weight: float, contact_cost_weight: float,
@@ -478,7 +478,7 @@ class _BatchedFamily:
         self.observation_space = single.observation_space
         self.action_space = single.action_space
         self._physics = MujocoBatch(single.fullpath, single.frame_skip, single.uses_contacts,
-                                    num_threads, single.uses_body_positions, single.uses_com)
+                                    num_threads, single.uses_body_positions, single.com_obs)
         self._targets: np.ndarray | None = None
 
     @property
