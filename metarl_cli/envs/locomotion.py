@@ -43,7 +43,11 @@ Choices that differ from gymnasium or are not fixed by the papers:
   20 dimensions): ``com_obs=True`` appends it, as MuJoCo leaves ``subtree_com`` after the step
   (from the last physics substep's start, the lag of the ant's ``xpos``). rllab's reset drew
   qpos + N(0, 0.01²) where gymnasium draws qpos + U(-0.1, 0.1) (qvel + 0.1·N(0, 1) in both):
-  ``qpos_noise_std=0.01`` gives rllab's.
+  ``qpos_noise_std=0.01`` gives rllab's. rllab's reward velocity was the robot's centre-of-mass
+  velocity at the end of the step (``get_body_comvel("torso")`` after ``model.forward()``), not
+  the root's mean velocity over it: ``com_velocity_reward=True`` gives that, computing the
+  position and velocity stages at the new state after each step (as ``mj_step1`` does), so an
+  observed centre of mass is then the new state's, as in rllab, without the lag.
 - Until ``set_task`` is called, a single environment holds a fixed task (the first task drawn
   with seed 0), so it also works as a plain gymnasium environment.
 """
@@ -151,30 +155,30 @@ def task_targets(tasks: Sequence[Task], task_type: type) -> np.ndarray:
 
 
 # ---------------------------------------------------------------- rewards (any leading batch shape)
-# Positions are (..., k) arrays, targets (..., k) task rows; each returns the task's reward term.
+# Velocities and positions are (..., k) arrays (the robot's ``_motion``), targets (..., k) task
+# rows; each returns the task's reward term.
 
 
-def velocity_term(before: np.ndarray, after: np.ndarray, dt: float, target: np.ndarray
-                  ) -> np.ndarray:
-    """-|v_x - v*|, v_x the forward velocity over the step."""
-    return -np.abs((after[..., 0] - before[..., 0]) / dt - target[..., 0])
+def velocity_term(velocity: np.ndarray, position: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """-|v_x - v*|, v_x the forward velocity."""
+    return -np.abs(velocity[..., 0] - target[..., 0])
 
 
-def ant_velocity_term(before: np.ndarray, after: np.ndarray, dt: float, target: np.ndarray
+def ant_velocity_term(velocity: np.ndarray, position: np.ndarray, target: np.ndarray
                       ) -> np.ndarray:
     """MAML's AntVel term: -|v_x - v*| + 1."""
-    return velocity_term(before, after, dt, target) + ANT_VEL_OFFSET
+    return velocity_term(velocity, position, target) + ANT_VEL_OFFSET
 
 
-def direction_term(before: np.ndarray, after: np.ndarray, dt: float, target: np.ndarray
+def direction_term(velocity: np.ndarray, position: np.ndarray, target: np.ndarray
                    ) -> np.ndarray:
     """d·v_x: forward velocity in the task's direction."""
-    return target[..., 0] * (after[..., 0] - before[..., 0]) / dt
+    return target[..., 0] * velocity[..., 0]
 
 
-def goal_term(before: np.ndarray, after: np.ndarray, dt: float, target: np.ndarray) -> np.ndarray:
+def goal_term(velocity: np.ndarray, position: np.ndarray, target: np.ndarray) -> np.ndarray:
     """-‖xy - goal‖₁ after the step."""
-    return -np.abs(after - target).sum(axis=-1)
+    return -np.abs(position - target).sum(axis=-1)
 
 
 def ctrl_cost(actions: np.ndarray, weight: float) -> np.ndarray:
@@ -203,6 +207,18 @@ def cheetah_obs(qpos: np.ndarray, qvel: np.ndarray, com: np.ndarray | None = Non
     return np.concatenate(parts, axis=-1)
 
 
+def com_velocity(cvel: np.ndarray, xipos: np.ndarray, subtree_com: np.ndarray,
+                 body_mass: np.ndarray) -> np.ndarray:
+    """The robot's centre-of-mass velocity (..., 3), as ``mj_subtreeVel`` gives it for the
+    torso's subtree (every body of a one-tree robot): the mass-weighted mean of the bodies' own
+    centre velocities, each moved from ``cvel``'s reference point (the subtree's centre of mass)
+    to the body's centre ``xipos``; arrays (..., nbody, 6 or 3), ``body_mass`` (nbody,)."""
+    offset = xipos[..., 1:, :] - subtree_com[..., TORSO:TORSO + 1, :]
+    velocity = cvel[..., 1:, 3:] + np.cross(cvel[..., 1:, :3], offset)
+    mass = body_mass[1:]
+    return np.einsum("b,...bk->...k", mass, velocity) / mass.sum()
+
+
 def ant_obs(qpos: np.ndarray, qvel: np.ndarray, cfrc_ext: np.ndarray,
             force_range: tuple[float, float]) -> np.ndarray:
     """Ant-v5's default observation for a batch: qpos without xy, qvel, clipped cfrc_ext[1:]."""
@@ -217,9 +233,10 @@ class _TaskStep:
     """The task API and ``step`` shared by both robots (mixed in before the gymnasium class).
 
     The robot class supplies ``_position``, ``_reward_terminated`` and ``_batch_obs``, each
-    vectorised so that the batched form calls the very same code (``_batch_obs`` reads the
-    arrays it needs from an ``MjData`` or a :class:`MujocoBatch`, which name them alike); the
-    family class supplies ``_task_type``, ``_task_term`` and ``sample_tasks``.
+    vectorised so that the batched form calls the very same code (``_position``, ``_motion``
+    and ``_batch_obs`` read the arrays they need from an ``MjData`` or a :class:`MujocoBatch`,
+    which name them alike); the family class supplies ``_task_type``, ``_task_term`` and
+    ``sample_tasks``.
     """
 
     _task_type: ClassVar[type]
@@ -227,6 +244,7 @@ class _TaskStep:
     uses_contacts: ClassVar[bool]  # reads cfrc_ext (after mj_rnePostConstraint)
     uses_body_positions: ClassVar[bool]  # reads xpos
     com_obs: bool  # observes the centre of mass: reads subtree_com
+    com_velocity_reward: bool  # rewards the centre of mass's velocity: reads cvel, xipos
     reset_noise_scale: float
     qpos_noise_std: float | None
     data: mujoco.MjData
@@ -269,15 +287,24 @@ class _TaskStep:
         self.set_state(*self.reset_state(self.np_random))
         return self._get_obs()
 
+    def _position(self, state: Any) -> np.ndarray:
+        raise NotImplementedError
+
+    def _motion(self, before: np.ndarray, state: Any) -> tuple[np.ndarray, np.ndarray]:
+        """(velocity, position) for the rewards at the end of a step that started at position
+        ``before``: the position now and the mean velocity over the step."""
+        after = self._position(state)
+        return (after - before) / self.dt, after
+
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         action = np.clip(np.asarray(action, dtype=np.float64), self._act_low, self._act_high)
-        before = self._position(self.data.qpos, self.data.xpos).copy()
+        before = self._position(self.data).copy()
         self.do_simulation(action, self.frame_skip)
-        after = self._position(self.data.qpos, self.data.xpos).copy()
-        term = self._task_term(before, after, self.dt, self._target)
+        velocity, after = (x.copy() for x in self._motion(before, self.data))
+        term = self._task_term(velocity, after, self._target)
         reward, terminated = self._reward_terminated(term, action, self.data.qpos,
                                                      self.data.qvel, self.data.cfrc_ext)
-        info = {"position": after, "x_velocity": float((after[0] - before[0]) / self.dt)}
+        info = {"position": after, "x_velocity": float(velocity[0])}
         return self._get_obs(), float(reward), bool(terminated), False, info
 
 
@@ -289,13 +316,14 @@ class _CheetahTaskEnv(_TaskStep, HalfCheetahEnv):
 
     def __init__(self, ctrl_cost_weight: float, reset_noise_scale: float, frame_skip: int,
                  render_mode: str | None, com_obs: bool = False,
-                 qpos_noise_std: float | None = None) -> None:
+                 qpos_noise_std: float | None = None, com_velocity_reward: bool = False) -> None:
         self.ctrl_cost_weight = _check_nonnegative("ctrl_cost_weight", ctrl_cost_weight)
         self.reset_noise_scale = _check_nonnegative("reset_noise_scale", reset_noise_scale)
         self.qpos_noise_std = (None if qpos_noise_std is None
                                else _check_nonnegative("qpos_noise_std", qpos_noise_std))
         check_integer(1, frame_skip=frame_skip)
         self.com_obs = com_obs
+        self.com_velocity_reward = com_velocity_reward
         HalfCheetahEnv.__init__(self, frame_skip=frame_skip,
                                 ctrl_cost_weight=self.ctrl_cost_weight,
                                 reset_noise_scale=self.reset_noise_scale, render_mode=render_mode)
@@ -303,8 +331,19 @@ class _CheetahTaskEnv(_TaskStep, HalfCheetahEnv):
             self.observation_space = Box(-np.inf, np.inf, shape=(20,), dtype=np.float64)
         self._init_task()
 
-    def _position(self, qpos: np.ndarray, xpos: np.ndarray) -> np.ndarray:
-        return qpos[..., :1]  # the torso's slide joint, as HalfCheetah-v5 measures it
+    def do_simulation(self, ctrl: np.ndarray, n_frames: int) -> None:
+        super().do_simulation(ctrl, n_frames)
+        if self.com_velocity_reward:  # rllab's model.forward(): kinematics of the new state
+            mujoco.mj_step1(self.model, self.data)
+
+    def _position(self, state: Any) -> np.ndarray:
+        return state.qpos[..., :1]  # the torso's slide joint, as HalfCheetah-v5 measures it
+
+    def _motion(self, before: np.ndarray, state: Any) -> tuple[np.ndarray, np.ndarray]:
+        if not self.com_velocity_reward:
+            return super()._motion(before, state)
+        velocity = com_velocity(state.cvel, state.xipos, state.subtree_com, self.model.body_mass)
+        return velocity[..., :1], self._position(state)
 
     def _reward_terminated(self, term: np.ndarray, actions: np.ndarray, qpos: np.ndarray,
                            qvel: np.ndarray, cfrc_ext: np.ndarray
@@ -326,6 +365,7 @@ class _AntTaskEnv(_TaskStep, AntEnv):
     uses_contacts = True
     uses_body_positions = True
     com_obs = False
+    com_velocity_reward = False
     qpos_noise_std = None
 
     def __init__(self, ctrl_cost_weight: float, contact_cost_weight: float,
@@ -346,8 +386,8 @@ class _AntTaskEnv(_TaskStep, AntEnv):
         self._torso = self.model.body("torso").id  # Ant-v5's main body
         self._init_task()
 
-    def _position(self, qpos: np.ndarray, xpos: np.ndarray) -> np.ndarray:
-        return xpos[..., self._torso, :2]
+    def _position(self, state: Any) -> np.ndarray:
+        return state.xpos[..., self._torso, :2]
 
     def _reward_terminated(self, term: np.ndarray, actions: np.ndarray, qpos: np.ndarray,
                            qvel: np.ndarray, cfrc_ext: np.ndarray
@@ -369,12 +409,14 @@ class HalfCheetahVelEnv(_CheetahTaskEnv):
     def __init__(self, velocity_range: tuple[float, float] = (0.0, 2.0),
                  ctrl_cost_weight: float = 0.05, reset_noise_scale: float = 0.1,
                  frame_skip: int = 5, render_mode: str | None = None,
-                 com_obs: bool = False, qpos_noise_std: float | None = None) -> None:
+                 com_obs: bool = False, qpos_noise_std: float | None = None,
+                 com_velocity_reward: bool = False) -> None:
         self.velocity_range = _check_range("velocity_range", velocity_range)
         super().__init__(ctrl_cost_weight, reset_noise_scale, frame_skip, render_mode, com_obs,
-                         qpos_noise_std)
+                         qpos_noise_std, com_velocity_reward)
         utils.EzPickle.__init__(self, velocity_range, ctrl_cost_weight, reset_noise_scale,
-                                frame_skip, render_mode, com_obs, qpos_noise_std)
+                                frame_skip, render_mode, com_obs, qpos_noise_std,
+                                com_velocity_reward)
 
     def sample_tasks(self, n: int, rng: np.random.Generator) -> list[VelocityTask]:
         return sample_velocity_tasks(n, rng, self.velocity_range)
@@ -389,12 +431,13 @@ class HalfCheetahDirEnv(_CheetahTaskEnv):
     def __init__(self, ctrl_cost_weight: float = 0.05, reset_noise_scale: float = 0.1,
                  frame_skip: int = 5, render_mode: str | None = None,
                  balanced: bool = False, com_obs: bool = False,
-                 qpos_noise_std: float | None = None) -> None:
+                 qpos_noise_std: float | None = None, com_velocity_reward: bool = False) -> None:
         self.balanced = balanced  # before the base class, which draws a first task
         super().__init__(ctrl_cost_weight, reset_noise_scale, frame_skip, render_mode, com_obs,
-                         qpos_noise_std)
+                         qpos_noise_std, com_velocity_reward)
         utils.EzPickle.__init__(self, ctrl_cost_weight, reset_noise_scale, frame_skip,
-                                render_mode, balanced, com_obs, qpos_noise_std)
+                                render_mode, balanced, com_obs, qpos_noise_std,
+                                com_velocity_reward)
 
     def sample_tasks(self, n: int, rng: np.random.Generator) -> list[DirectionTask]:
         return sample_direction_tasks(n, rng, self.balanced)
@@ -478,7 +521,8 @@ class _BatchedFamily:
         self.observation_space = single.observation_space
         self.action_space = single.action_space
         self._physics = MujocoBatch(single.fullpath, single.frame_skip, single.uses_contacts,
-                                    num_threads, single.uses_body_positions, single.com_obs)
+                                    num_threads, single.uses_body_positions, single.com_obs,
+                                    single.com_velocity_reward)
         self._targets: np.ndarray | None = None
 
     @property
@@ -516,10 +560,9 @@ class _BatchedFamily:
         if actions.shape != expected:
             raise ValueError(f"actions must have shape {expected}, got {actions.shape}")
         actions = np.clip(actions, single._act_low, single._act_high)
-        before = single._position(phys.qpos, phys.xpos).copy()
+        before = single._position(phys).copy()
         phys.step(actions)
-        term = single._task_term(before, single._position(phys.qpos, phys.xpos), single.dt,
-                                 self._targets)
+        term = single._task_term(*single._motion(before, phys), self._targets)
         reward, terminated = single._reward_terminated(term, actions, phys.qpos, phys.qvel,
                                                        phys.cfrc_ext)
         return single._batch_obs(phys), reward, terminated
@@ -535,10 +578,12 @@ class BatchedHalfCheetahVel(_BatchedFamily):
     def __init__(self, velocity_range: tuple[float, float] = (0.0, 2.0),
                  ctrl_cost_weight: float = 0.05, reset_noise_scale: float = 0.1,
                  frame_skip: int = 5, num_threads: int | None = None,
-                 com_obs: bool = False, qpos_noise_std: float | None = None) -> None:
+                 com_obs: bool = False, qpos_noise_std: float | None = None,
+                 com_velocity_reward: bool = False) -> None:
         super().__init__(HalfCheetahVelEnv(velocity_range, ctrl_cost_weight, reset_noise_scale,
                                            frame_skip, com_obs=com_obs,
-                                           qpos_noise_std=qpos_noise_std), num_threads)
+                                           qpos_noise_std=qpos_noise_std,
+                                           com_velocity_reward=com_velocity_reward), num_threads)
 
 
 class BatchedHalfCheetahDir(_BatchedFamily):
@@ -547,10 +592,11 @@ class BatchedHalfCheetahDir(_BatchedFamily):
     def __init__(self, ctrl_cost_weight: float = 0.05, reset_noise_scale: float = 0.1,
                  frame_skip: int = 5, num_threads: int | None = None,
                  balanced: bool = False, com_obs: bool = False,
-                 qpos_noise_std: float | None = None) -> None:
+                 qpos_noise_std: float | None = None, com_velocity_reward: bool = False) -> None:
         super().__init__(HalfCheetahDirEnv(ctrl_cost_weight, reset_noise_scale, frame_skip,
                                            balanced=balanced, com_obs=com_obs,
-                                           qpos_noise_std=qpos_noise_std), num_threads)
+                                           qpos_noise_std=qpos_noise_std,
+                                           com_velocity_reward=com_velocity_reward), num_threads)
 
 
 class BatchedAntVel(_BatchedFamily):

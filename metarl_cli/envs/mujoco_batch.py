@@ -54,8 +54,11 @@ class MujocoBatch:
     (B, nq) and ``qvel`` (B, nv) are live views of the simulations' states; ``xpos`` (B, nbody,
     3; (B, 0, 3) when not asked for) is refreshed by each call, as ``MjData.xpos`` is by
     ``mj_step``, and so is ``subtree_com`` (B, nbody, 3; (B, 0, 3) unless ``com``);
-    ``cfrc_ext`` (B, nbody, 6; (B, 0, 6) without contacts) is filled after each step. Read them
-    before the next call, or copy them.
+    ``cfrc_ext`` (B, nbody, 6; (B, 0, 6) without contacts) is filled after each step. With
+    ``com_velocity`` each step ends with the position and velocity stages at the new state (as
+    ``mj_step1`` computes them), and ``cvel`` (B, nbody, 6) and ``xipos`` (B, nbody, 3) are
+    bound beside ``subtree_com``, all of them the new state's. Read them before the next call,
+    or copy them.
 
     Gymnasium's Ant computes the contact forces with ``mj_rnePostConstraint`` after ``mj_step``,
     from the data the last Runge-Kutta stage left; the batch does not, so a family with contacts
@@ -64,13 +67,14 @@ class MujocoBatch:
 
     def __init__(self, xml_path: str, frame_skip: int, contacts: bool,
                  num_threads: int | None = None, body_positions: bool = True,
-                 com: bool = False) -> None:
+                 com: bool = False, com_velocity: bool = False) -> None:
         check_positive(frame_skip=frame_skip)
         self.model = load_model(xml_path)
         self.frame_skip = frame_skip
         self.contacts = contacts
         self.body_positions = body_positions
-        self.com = com
+        self.com = com or com_velocity
+        self.com_velocity = com_velocity
         self.num_threads = _num_threads(num_threads)
         self._scratch = mujoco.MjData(self.model) if contacts else None
         self._batch: mujoco_batch.Batch | None = None
@@ -83,6 +87,7 @@ class MujocoBatch:
         self.qpos, self.qvel = np.zeros((batch_size, m.nq)), np.zeros((batch_size, m.nv))
         self.xpos = np.zeros((batch_size, 0, 3))
         self.subtree_com = np.zeros((batch_size, 0, 3))
+        self.cvel, self.xipos = np.zeros((batch_size, 0, 6)), np.zeros((batch_size, 0, 3))
         self.cfrc_ext = np.zeros((batch_size, m.nbody if self.contacts else 0, 6))
         if batch_size == 0:
             return
@@ -93,6 +98,8 @@ class MujocoBatch:
             self.xpos = batch.bind("xpos")
         if self.com:
             self.subtree_com = batch.bind("subtree_com")
+        if self.com_velocity:
+            self.cvel, self.xipos = batch.bind("cvel"), batch.bind("xipos")
         self._batch = batch
 
     def reset(self, qpos: np.ndarray, qvel: np.ndarray) -> None:
@@ -108,7 +115,8 @@ class MujocoBatch:
         """Write ``ctrl`` (B, nu) and advance every simulation by ``frame_skip`` physics steps."""
         batch = self._require_batch()
         self._ctrl[:] = ctrl
-        batch.step(nstep=self.frame_skip)
+        stage = mujoco.mjtStage.mjSTAGE_VEL if self.com_velocity else mujoco.mjtStage.mjSTAGE_NONE
+        batch.step(nstep=self.frame_skip, stage=stage)
         if self._scratch is not None:  # gymnasium computes cfrc_ext after every step
             m, d = self.model, self._scratch
             for i in range(batch.nsim):

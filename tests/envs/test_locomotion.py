@@ -5,12 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 import gymnasium as gym
+import mujoco
 import numpy as np
 import pytest
 
 import metarl_cli.envs  # noqa: F401  (registers the gymnasium ids)
 from metarl_cli.envs.base import SerialBatch
 from metarl_cli.envs.locomotion import (
+    TORSO,
     AntDirEnv,
     AntGoalEnv,
     AntVelEnv,
@@ -181,6 +183,32 @@ def test_cheetah_com_obs_appends_the_robots_centre_of_mass() -> None:
     assert env.step(action)[0][17] == pytest.approx(obs[17] + 3.0, abs=0.2)
 
 
+def test_cheetah_com_velocity_reward_is_rllabs_body_comvel() -> None:
+    """rllab's HalfCheetah rewarded the centre of mass's velocity (``get_body_comvel("torso")``)
+    after ``model.forward()`` at the new state: d·v_com - 0.05‖a‖², v_com as MuJoCo's
+    ``mj_subtreeVel`` gives it there; the observed centre of mass is the new state's too."""
+    env = HalfCheetahDirEnv(frame_skip=1, com_obs=True, com_velocity_reward=True)
+    plain = HalfCheetahDirEnv(frame_skip=1)
+    env.set_task(DirectionTask(-1.0))
+    env.reset(seed=3)
+    plain.reset(seed=3)
+    reference = mujoco.MjData(env.model)
+    actions = np.random.default_rng(0).uniform(-1.5, 1.5, size=(8, 6))
+    for action in actions:
+        obs, reward, _, _, info = env.step(action)
+        np.testing.assert_array_equal(obs[:17], plain.step(action)[0])  # same physics
+        reference.qpos[:], reference.qvel[:] = env.data.qpos, env.data.qvel
+        mujoco.mj_forward(env.model, reference)
+        mujoco.mj_subtreeVel(env.model, reference)
+        v_com = reference.subtree_linvel[TORSO, 0]
+        assert info["x_velocity"] == pytest.approx(v_com, abs=1e-12)
+        ctrl = 0.05 * float(np.sum(np.clip(action, -1, 1) ** 2))
+        assert reward == pytest.approx(-v_com - ctrl, abs=1e-12)
+        np.testing.assert_allclose(obs[17:], reference.subtree_com[TORSO], rtol=0, atol=1e-12)
+    # the root's mean velocity over a step and the centre of mass's at its end differ
+    assert abs(info["x_velocity"] - (plain.step(actions[0])[4]["x_velocity"])) > 1e-3
+
+
 # ---------------------------------------------------------------- batched equals single
 
 
@@ -202,12 +230,16 @@ EQUALITY_CASES = [(*pair, {}) for pair in PAIRS] + [
     (AntDirEnv, BatchedAntDir, {"healthy_z_range": (0.2, 0.65)}),
     (HalfCheetahDirEnv, BatchedHalfCheetahDir, {"frame_skip": 1}),
     (HalfCheetahVelEnv, BatchedHalfCheetahVel, {"frame_skip": 1, "com_obs": True}),
-    (HalfCheetahDirEnv, BatchedHalfCheetahDir, {"qpos_noise_std": 0.01})]
+    (HalfCheetahDirEnv, BatchedHalfCheetahDir, {"qpos_noise_std": 0.01}),
+    (HalfCheetahDirEnv, BatchedHalfCheetahDir,
+     {"frame_skip": 1, "com_obs": True, "com_velocity_reward": True}),
+    (HalfCheetahVelEnv, BatchedHalfCheetahVel, {"com_velocity_reward": True})]
 
 
 @pytest.mark.parametrize(("single_cls", "batched_cls", "kwargs"), EQUALITY_CASES,
                          ids=[*IDS, "AntDirEnv-terminating", "HalfCheetahDirEnv-frame_skip_1",
-                              "HalfCheetahVelEnv-com_obs", "HalfCheetahDirEnv-rllab_reset"])
+                              "HalfCheetahVelEnv-com_obs", "HalfCheetahDirEnv-rllab_reset",
+                              "HalfCheetahDirEnv-rllab_env", "HalfCheetahVelEnv-com_velocity"])
 def test_batched_equals_single(single_cls: type, batched_cls: type, kwargs: dict[str, Any]
                                ) -> None:
     batched = batched_cls(num_threads=2, **kwargs)
@@ -266,6 +298,7 @@ def test_batched_physics_copies_only_what_the_family_reads() -> None:
             family.step(np.zeros((3, family.action_space.shape[0])))
     assert cheetah.physics.xpos.shape == (3, 0, 3) and cheetah.physics.cfrc_ext.shape == (3, 0, 6)
     assert cheetah.physics.subtree_com.shape == (3, 0, 3)
+    assert cheetah.physics.cvel.shape == (3, 0, 6) and cheetah.physics.xipos.shape == (3, 0, 3)
     nbody = ant.physics.model.nbody
     assert ant.physics.xpos.shape == (3, nbody, 3) and ant.physics.cfrc_ext.shape == (3, nbody, 6)
     assert np.abs(ant.physics.xpos).sum() > 0 and np.abs(ant.physics.cfrc_ext).sum() > 0
