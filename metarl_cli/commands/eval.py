@@ -3,12 +3,15 @@
 Meta-tests a saved learner again: rebuilds the experiment from the run's own
 ``.hydra/config.yaml``, loads a checkpoint into the learner and runs the same meta-test protocol
 as training (``run_meta_test``: the sampler seed comes from ``seed`` and the checkpoint's
-iteration), so the defaults reproduce the run's final numbers exactly. Writes
+iteration), so the defaults reproduce the run's final numbers exactly, given the package
+versions the run had: each checkpoint records them, and a note names those that differ now
+(MuJoCo's dynamics turn a rounding difference into other episodes). Writes
 ``<run>/eval_<time>.json`` and the curve to TensorBoard under ``<run>/eval_<time>/tb``.
 
 Overrides: ``eval.num_tasks``, ``eval.steps``, ``eval.rollouts``, ``eval.task_seed`` (held-out
-tasks from another task seed), or any other key of the saved config (``torch_threads=1``); a
-key the run's config lacks (a run from an older version) can be supplied the same way.
+tasks from another task seed), or any other key of the saved config (``torch_threads=1``). A
+key the meta-test needs that an older run's config lacks can be supplied the same way; any
+other key it lacks (an option newer than the run) is added with ``+key=value``.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from metarl_cli.commands.experiment import build_experiment, run_meta_test
 from metarl_cli.commands.train import format_curve
 from metarl_cli.core.build import ConfigError, build
-from metarl_cli.core.checkpoint import load_checkpoint
+from metarl_cli.core.checkpoint import load_checkpoint, package_versions, version_changes
 
 USAGE = ("usage: metarl eval run=<run dir> [checkpoint=latest|<N>|<path>] "
          "[eval.num_tasks=40] [eval.steps=3] [eval.rollouts=20] [eval.task_seed=<int>] "
@@ -46,7 +49,7 @@ def parse_args(args: list[str]) -> tuple[Path, str, dict[str, Any]]:
         if not sep or not key:
             raise ConfigError(f"{arg}: expected key=value; {USAGE}")
         value = OmegaConf.from_dotlist([f"value={text}"])["value"] if text else text
-        overrides[key.lstrip("+")] = value
+        overrides[key] = value  # "+key" kept: it may add a key the run's config lacks
     if not overrides.get("run"):
         raise ConfigError(f"run: missing; pass the run directory, e.g. run=outputs/<date>/<time>"
                           f" ({USAGE})")
@@ -67,10 +70,13 @@ def load_run_config(run_dir: Path, overrides: dict[str, Any]) -> DictConfig:
     cfg = OmegaConf.load(path)
     assert isinstance(cfg, DictConfig)
     task_seed = overrides.pop("eval.task_seed", None)
-    for key, value in overrides.items():
-        if key not in REQUIRED_KEYS and OmegaConf.select(cfg, key, default=_ABSENT) is _ABSENT:
-            raise ConfigError(f"{key}: not a key of {path}; check the spelling "
-                              "(eval.num_tasks, eval.steps, eval.rollouts, eval.task_seed, ...)")
+    for given, value in overrides.items():
+        key = given.lstrip("+")
+        if (key not in REQUIRED_KEYS and not given.startswith("+")
+                and OmegaConf.select(cfg, key, default=_ABSENT) is _ABSENT):
+            raise ConfigError(f"{key}: not a key of {path}; check the spelling (eval.num_tasks, "
+                              f"eval.steps, eval.rollouts, eval.task_seed, ...), or add an "
+                              f"option newer than the run with +{key}=<value>")
         OmegaConf.update(cfg, key, value, merge=True, force_add=True)
     if task_seed is not None:
         cfg.task_seed = task_seed
@@ -122,7 +128,8 @@ def evaluate(run_dir: Path, checkpoint: str, overrides: dict[str, Any]) -> dict[
     record = {
         "run": str(run_dir), "checkpoint": str(path), "iteration": iteration,
         "env_steps": env_steps, "seed": cfg.seed, "task_seed": cfg.task_seed,
-        "overrides": {k: v for k, v in overrides.items()},
+        "overrides": {k: v for k, v in overrides.items()}, "versions": package_versions(),
+        "version_changes": version_changes(state.get("versions", {})),
         "wall_clock_s": time.perf_counter() - started,
         "meta_test": {"num_tasks": cfg.eval.num_tasks, "steps": cfg.eval.steps,
                       "rollouts": cfg.eval.rollouts, "return_mean": curve.mean.tolist(),
@@ -149,6 +156,9 @@ def main(argv: list[str] | None = None) -> None:
     print(f"meta-test of {record['checkpoint']} (iteration {record['iteration']}) on "
           f"{record['meta_test']['num_tasks']} held-out tasks, task_seed {record['task_seed']}:")
     print(record["curve_text"])
+    if record["version_changes"]:
+        print(f"note: the checkpoint was written with {record['version_changes']}; the numbers "
+              "can differ from the run's own by more than rounding, as the dynamics amplify it")
     print(f"eval: {record['path']}")
 
 

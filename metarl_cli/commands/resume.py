@@ -19,7 +19,7 @@ from omegaconf.errors import OmegaConfBaseException
 from metarl_cli.commands.experiment import Experiment
 from metarl_cli.commands.preflight import override_key
 from metarl_cli.core.build import ConfigError
-from metarl_cli.core.checkpoint import Checkpoint
+from metarl_cli.core.checkpoint import Checkpoint, package_versions
 from metarl_cli.core.evaluation import AdaptationCurve
 from metarl_cli.core.faults import first_line
 
@@ -37,7 +37,7 @@ def checkpoint_state(exp: Experiment, cfg: DictConfig, iteration: int, env_steps
             "task_sets": exp.task_sets.state_dict(), "torch_rng": torch.get_rng_state(),
             "last_meta_test": {"returns": torch.from_numpy(curve.returns.copy()),
                                "env_steps": curve.env_steps},
-            "totals": dict(totals)}
+            "totals": dict(totals), "versions": package_versions()}
 
 
 def restore(exp: Experiment, cfg: DictConfig, ckpt: Checkpoint

@@ -39,7 +39,13 @@ from metarl_cli.commands.resume import (
     resumed_config,
 )
 from metarl_cli.core.build import ConfigError, build
-from metarl_cli.core.checkpoint import LATEST, latest_checkpoint, save_checkpoint
+from metarl_cli.core.checkpoint import (
+    LATEST,
+    latest_checkpoint,
+    package_versions,
+    save_checkpoint,
+    version_changes,
+)
 from metarl_cli.core.evaluation import AdaptationCurve
 from metarl_cli.core.faults import RunFault, StopRequest, check_finite, numerical_guard
 from metarl_cli.core.logging import LogPoint, RunLogger
@@ -128,6 +134,10 @@ def train(cfg: DictConfig, run_dir: Path, choices: Mapping[str, str], overrides:
     logger: RunLogger = build(cfg.logger, "logger", run_dir=run_dir, keep_until=keep)
     if start is not None:
         notice(f"resuming {run_dir} at iteration {iteration} from {start.path.name}")
+        changed = version_changes(start.state.get("versions", {}))
+        if changed:
+            notice(f"note: {start.path.name} was written with {changed}; the run goes on, but "
+                   "not bit for bit as it would have with those")
     clock = time.perf_counter() - totals["wall_clock_s"]
 
     def save(curve: AdaptationCurve) -> None:
@@ -189,7 +199,7 @@ def train(cfg: DictConfig, run_dir: Path, choices: Mapping[str, str], overrides:
         "algo": choices.get("algo"), "env": choices.get("env"), "env_source": cfg.env.source,
         "seed": cfg.seed, "task_seed": cfg.task_seed, "iterations": cfg.iterations,
         "env_steps": env_steps, "wall_clock_s": time.perf_counter() - clock,
-        "skipped_updates": int(totals["skipped_updates"]),
+        "skipped_updates": int(totals["skipped_updates"]), "versions": package_versions(),
         "meta_test": {"num_tasks": cfg.eval.num_tasks, "rollouts": cfg.eval.rollouts,
                       "return_mean": curve.mean.tolist(), "return_std": curve.std.tolist()},
     }

@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import hashlib
 import os
+import platform
 import re
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +32,9 @@ FORMAT = 1
 LATEST = "latest.pt"
 PREVIOUS = "latest.prev.pt"
 _ITER_FILE = re.compile(r"iter_(\d+)\.pt")
+# The distributions whose versions decide a run's numbers (MuJoCo's dynamics amplify any
+# rounding difference, so two versions give different episodes from the same seed).
+NUMERIC_PACKAGES = ("metarl-cli", "torch", "numpy", "mujoco", "gymnasium")
 
 
 class CheckpointError(ConfigError):
@@ -44,6 +50,25 @@ class Checkpoint:
     @property
     def iteration(self) -> int:
         return int(self.state["iteration"])
+
+
+def package_versions() -> dict[str, str]:
+    """Python's version and those of ``NUMERIC_PACKAGES``, as a run records them."""
+    versions = {"python": platform.python_version()}
+    for name in NUMERIC_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def version_changes(recorded: Mapping[str, str]) -> str:
+    """Which recorded versions differ from this environment's, e.g. ``numpy 2.3.1 (now 2.4.6)``;
+    empty when none does (or nothing was recorded)."""
+    current = package_versions()
+    return ", ".join(f"{name} {version} (now {current.get(name, 'not recorded')})"
+                     for name, version in recorded.items() if current.get(name) != version)
 
 
 def checksum(state: dict[str, Any]) -> str:

@@ -14,6 +14,7 @@ from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from metarl_cli.commands.eval import main
+from metarl_cli.core.checkpoint import load_checkpoint, save_checkpoint
 
 TINY = ["iterations=2", "meta_batch_size=2", "algo.rollouts_per_task=2", "eval.num_tasks=2",
         "eval.rollouts=2", "eval.steps=2", "env.horizon=10", "model.hidden_sizes=[8]",
@@ -115,3 +116,22 @@ def test_missing_run_checkpoint_and_keys_are_one_line_errors(
     run_eval(f"run={old}", "eval.rollouts=2", capsys=capsys)
     summary = json.loads((run_dir / "summary.json").read_text())
     assert evals(old)[-1]["meta_test"]["return_mean"] == summary["meta_test"]["return_mean"]
+    # An option newer than the run is added with +key=value (here the family's goal tolerance,
+    # deleted from the saved config); without the + it is refused, and the message says so.
+    config = OmegaConf.load(old / ".hydra" / "config.yaml")
+    tolerance = config.env.family.pop("tolerance")
+    OmegaConf.save(config, old / ".hydra" / "config.yaml")
+    args = (f"run={old}", "eval.rollouts=2")
+    err = eval_error(*args, f"env.family.tolerance={tolerance}", capsys=capsys)
+    assert "+env.family.tolerance=<value>" in err and len(err.strip().splitlines()) == 1
+    out = run_eval(*args, f"+env.family.tolerance={tolerance}", capsys=capsys)
+    assert evals(old)[-1]["meta_test"]["return_mean"] == summary["meta_test"]["return_mean"]
+    assert "note:" not in out and summary["versions"] == evals(old)[-1]["versions"]
+    # A checkpoint written with other package versions is meta-tested, with a note naming them.
+    ckpt = old / "checkpoints" / "latest.pt"
+    state = load_checkpoint(ckpt)
+    state["versions"]["mujoco"] = "2.0.0"
+    save_checkpoint(state, ckpt)
+    out = run_eval(*args, f"+env.family.tolerance={tolerance}", capsys=capsys)
+    assert "note: the checkpoint was written with mujoco 2.0.0 (now " in out
+    assert evals(old)[-1]["version_changes"].startswith("mujoco 2.0.0 (now ")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 import signal
 import subprocess
 import time
@@ -15,7 +16,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from metarl_cli.core.checkpoint import load_checkpoint
+from metarl_cli.core.checkpoint import load_checkpoint, save_checkpoint
 
 ITERATIONS = 10
 RUN = [f"iterations={ITERATIONS}", "eval_every=4", "checkpoint_every=5", "meta_batch_size=2",
@@ -125,6 +126,19 @@ def test_resuming_a_finished_run_changes_nothing(reference: Path, tmp_path: Path
     result = metarl("train", f"resume={reference}", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert numbers(reference) == before
+
+
+def test_resuming_with_other_package_versions_says_so(reference: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    shutil.copytree(reference, run_dir)
+    for path in (run_dir / "checkpoints").glob("*.pt"):
+        state = load_checkpoint(path)
+        state["versions"]["numpy"] = "1.0.0"
+        save_checkpoint(state, path)
+    result = metarl("train", f"resume={run_dir}", f"iterations={ITERATIONS + 1}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "was written with numpy 1.0.0 (now " in result.stderr
+    assert "the run goes on" in result.stderr and (run_dir / "summary.json").is_file()
 
 
 def test_a_resumed_run_keeps_its_settings(reference: Path, tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -20,7 +21,9 @@ from metarl_cli.core.checkpoint import (
     checksum,
     latest_checkpoint,
     load_checkpoint,
+    package_versions,
     save_checkpoint,
+    version_changes,
 )
 
 
@@ -41,6 +44,16 @@ def test_round_trip_is_exact_and_loads_with_weights_only(tmp_path: Path) -> None
     assert torch.equal(loaded["learner"]["policy"]["w"], state(3)["learner"]["policy"]["w"])
     assert loaded["sampler"] == state(3)["sampler"] and loaded["names"] == ("a", None, True)
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_versions_are_recorded_and_changes_named() -> None:
+    versions = package_versions()
+    assert set(versions) == {"python", "metarl-cli", "torch", "numpy", "mujoco", "gymnasium"}
+    assert versions["torch"] == torch.__version__ and versions["numpy"] == np.__version__
+    assert version_changes(versions) == "" and version_changes({}) == ""
+    older = versions | {"numpy": "1.0.0", "scipy": "1.2"}
+    assert version_changes(older) == (f"numpy 1.0.0 (now {np.__version__}), "
+                                      "scipy 1.2 (now not recorded)")
 
 
 def test_checksum_sees_every_value_and_type() -> None:
