@@ -39,6 +39,8 @@ REQUIRED_KEYS = ("seed", "task_seed", "device", "torch_threads", "iterations", "
                  "eval.rollouts", "env.horizon", "env.family", "env.num_train_tasks",
                  "env.num_test_tasks", "model", "optimizer", "algo", "logger")
 _ABSENT = object()
+# Keys that this command reads itself (never added to the run's config), with or without "+".
+COMMAND_KEYS = ("run", "checkpoint", "eval.task_seed")
 
 
 def parse_args(args: list[str]) -> tuple[Path, str, dict[str, Any]]:
@@ -49,7 +51,9 @@ def parse_args(args: list[str]) -> tuple[Path, str, dict[str, Any]]:
         if not sep or not key:
             raise ConfigError(f"{arg}: expected key=value; {USAGE}")
         value = OmegaConf.from_dotlist([f"value={text}"])["value"] if text else text
-        overrides[key] = value  # "+key" kept: it may add a key the run's config lacks
+        name = key.lstrip("+")
+        # "+key" is kept for config keys: it may add a key that the run's config lacks
+        overrides[name if name in COMMAND_KEYS else key] = value
     if not overrides.get("run"):
         raise ConfigError(f"run: missing; pass the run directory, e.g. run=outputs/<date>/<time>"
                           f" ({USAGE})")

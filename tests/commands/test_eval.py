@@ -13,7 +13,7 @@ import torch
 from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from metarl_cli.commands.eval import main
+from metarl_cli.commands.eval import main, parse_args
 from metarl_cli.core.checkpoint import load_checkpoint, save_checkpoint
 
 TINY = ["iterations=2", "meta_batch_size=2", "algo.rollouts_per_task=2", "eval.num_tasks=2",
@@ -135,3 +135,10 @@ def test_missing_run_checkpoint_and_keys_are_one_line_errors(
     out = run_eval(*args, f"+env.family.tolerance={tolerance}", capsys=capsys)
     assert "note: the checkpoint was written with mujoco 2.0.0 (now " in out
     assert evals(old)[-1]["version_changes"].startswith("mujoco 2.0.0 (now ")
+
+
+def test_plus_adds_config_keys_and_is_ignored_on_the_commands_own() -> None:
+    run_dir, checkpoint, overrides = parse_args(
+        ["+run=some/run", "+checkpoint=3", "+eval.task_seed=7", "+env.family.x=1", "seed=2"])
+    assert (str(run_dir), checkpoint) == ("some/run", "3")
+    assert overrides == {"eval.task_seed": 7, "+env.family.x": 1, "seed": 2}
