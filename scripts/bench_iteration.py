@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import (  # noqa: E402
@@ -42,7 +42,8 @@ from benchlib import (  # noqa: E402
 )
 
 from metarl_cli.commands.experiment import build_experiment  # noqa: E402
-from metarl_cli.core.paths import CONFIG_DIR  # noqa: E402
+from metarl_cli.commands.preflight import check_settings, compose_checked  # noqa: E402
+from metarl_cli.core.build import ConfigError  # noqa: E402
 from metarl_cli.core.types import EpisodeBatch  # noqa: E402
 
 QUICK = ["meta_batch_size=10", "algo.rollouts_per_task=10"]
@@ -69,9 +70,19 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     overrides = ["algo=maml", "env=halfcheetah_vel", f"seed={args.seed}",
                  *(QUICK if args.quick else []), *args.overrides]
-    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose("train", overrides=overrides)
-    exp = build_experiment(cfg)
+    try:
+        cfg = compose_checked(overrides)
+        check_settings(cfg)
+        if OmegaConf.select(cfg, "algo._target_") != "metarl_cli.algos.maml.MAML":
+            raise ConfigError("algo: this script times one MAML iteration; use algo=maml (its "
+                              "keys, e.g. algo.outer_step, may be changed)")
+        exp = build_experiment(cfg)
+        if not hasattr(exp.family, "physics"):
+            raise ConfigError("env: the physics bound needs a MuJoCo family; use a "
+                              "halfcheetah_* or ant_* env")
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
     family, sampler = exp.family, exp.sampler
     physics = family.physics
     tasks = exp.task_sets.train_batch(cfg.meta_batch_size)

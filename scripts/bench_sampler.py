@@ -61,9 +61,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=1, help="best of this many runs each")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    for name in ("num_envs", "tasks", "horizon", "repeats", "torch_threads"):
-        if getattr(args, name) < 1:
+    for name in ("num_envs", "tasks", "horizon", "repeats", "torch_threads", "num_threads"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1")
+    if min(args.hidden_sizes) < 1:
+        parser.error("--hidden-sizes: every layer needs >= 1 unit")
     if args.num_envs % args.tasks:
         parser.error(f"--tasks ({args.tasks}) must divide --num-envs ({args.num_envs})")
     if args.num_threads is None:
