@@ -42,7 +42,7 @@ from benchlib import (  # noqa: E402
 )
 
 from metarl_cli.commands.experiment import build_experiment  # noqa: E402
-from metarl_cli.commands.preflight import check_settings, compose_checked  # noqa: E402
+from metarl_cli.commands.preflight import compose_checked  # noqa: E402
 from metarl_cli.core.build import ConfigError  # noqa: E402
 from metarl_cli.core.types import EpisodeBatch  # noqa: E402
 
@@ -72,7 +72,6 @@ def main(argv: list[str] | None = None) -> None:
                  *(QUICK if args.quick else []), *args.overrides]
     try:
         cfg = compose_checked(overrides)
-        check_settings(cfg)
         if OmegaConf.select(cfg, "algo._target_") != "metarl_cli.algos.maml.MAML":
             raise ConfigError("algo: this script times one MAML iteration; use algo=maml (its "
                               "keys, e.g. algo.outer_step, may be changed)")
