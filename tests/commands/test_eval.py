@@ -91,6 +91,12 @@ def test_other_checkpoint_tasks_and_settings(run_dir: Path,
     at_1 = next(r for r in records if r["iteration"] == 1 and "meta_test/return" in r)
     run_eval(f"run={run_dir}", "checkpoint=1", capsys=capsys)
     assert evals(run_dir)[-1]["meta_test"]["return_mean"] == at_1["meta_test/return"]
+    # A list-valued override (the step sizes of the adaptation steps) reaches the record as a list.
+    run_eval(f"run={run_dir}", "checkpoint=1", "algo.inner_lrs=[0.3,0.1]", capsys=capsys)
+    record = evals(run_dir)[-1]
+    assert record["overrides"] == {"algo.inner_lrs": [0.3, 0.1]}
+    assert record["meta_test"]["return_mean"][0] == at_1["meta_test/return"][0]
+    assert record["meta_test"]["return_mean"][1:] != at_1["meta_test/return"][1:]
 
 
 def test_missing_run_checkpoint_and_keys_are_one_line_errors(
