@@ -12,7 +12,10 @@ from metarl_cli.core.logging import LogPoint, trim_events, truncate_metrics
 
 
 def steps(tb: Path, tag: str) -> list[int]:
-    return [e.step for e in EventAccumulator(str(tb)).Reload().Scalars(tag)]
+    """The steps logged under ``tag``, in step order: TensorBoard reads event files in name order,
+    and two files written in the same second by one process can sort against their writing order
+    (the writer's counter goes from ...9 to ...10), which TensorBoard's plots do not mind."""
+    return sorted(e.step for e in EventAccumulator(str(tb)).Reload().Scalars(tag))
 
 
 def write_run(tb: Path, iterations: range) -> None:
