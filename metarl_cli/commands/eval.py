@@ -51,8 +51,8 @@ def parse_args(args: list[str]) -> tuple[Path, str, dict[str, Any]]:
         if not sep or not key:
             raise ConfigError(f"{arg}: expected key=value; {USAGE}")
         # plain Python values: a list or dict override is written to the eval record as JSON
-        value = OmegaConf.to_container(OmegaConf.from_dotlist([f"value={text}"]))["value"] \
-            if text else text
+        parsed = OmegaConf.to_container(OmegaConf.from_dotlist([f"value={text}"]))
+        value = parsed["value"] if text else text
         name = key.lstrip("+")
         # "+key" is kept for config keys: it may add a key that the run's config lacks
         overrides[name if name in COMMAND_KEYS else key] = value
