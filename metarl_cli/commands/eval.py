@@ -28,6 +28,7 @@ from metarl_cli.commands.experiment import build_experiment, run_meta_test
 from metarl_cli.commands.train import format_curve
 from metarl_cli.core.build import ConfigError, build
 from metarl_cli.core.checkpoint import load_checkpoint, package_versions, version_changes
+from metarl_cli.core.paths import write_atomic
 
 USAGE = ("usage: metarl eval run=<run dir> [checkpoint=latest|<N>|<path>] "
          "[eval.num_tasks=40] [eval.steps=3] [eval.rollouts=20] [eval.task_seed=<int>] "
@@ -127,10 +128,6 @@ def evaluate(run_dir: Path, checkpoint: str, overrides: dict[str, Any]) -> dict[
                           "keys overridden?") from error
     iteration, env_steps = int(state["iteration"]), int(state["env_steps"])
     curve = run_meta_test(exp, cfg, iteration)
-    name = _fresh_name(run_dir)
-    logger = build(cfg.logger, "logger", run_dir=_mkdir(run_dir / name))
-    logger.log_meta_test(iteration, curve, env_steps)
-    logger.close()
     record = {
         "run": str(run_dir), "checkpoint": str(path), "iteration": iteration,
         "env_steps": env_steps, "seed": cfg.seed, "task_seed": cfg.task_seed,
@@ -142,8 +139,13 @@ def evaluate(run_dir: Path, checkpoint: str, overrides: dict[str, Any]) -> dict[
                       "return_std": curve.std.tolist(),
                       "returns_per_task": curve.returns.tolist()},
     }
+    text = json.dumps(record, indent=2) + "\n"  # before any file: a record that fails writes none
+    name = _fresh_name(run_dir)
+    logger = build(cfg.logger, "logger", run_dir=_mkdir(run_dir / name))
+    logger.log_meta_test(iteration, curve, env_steps)
+    logger.close()
     out = run_dir / f"{name}.json"
-    out.write_text(json.dumps(record, indent=2) + "\n")
+    write_atomic(out, text)
     record["path"] = str(out)
     record["curve_text"] = format_curve(curve)
     return record

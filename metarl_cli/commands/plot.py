@@ -26,6 +26,7 @@ import sys
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 import numpy as np
@@ -144,8 +145,7 @@ def load_run(run_dir: Path, metric: str, budget: int | None = None,
     """A run's final adaptation curve and learning curve; with ``budget``, its last meta-test
     within ``budget`` env steps and its learning curve up to there."""
     metrics_path = run_dir / "metrics.jsonl"
-    records = [json.loads(line) for line in metrics_path.read_text().splitlines()
-               ] if metrics_path.is_file() else []
+    records = read_records(metrics_path) if metrics_path.is_file() else []
     if budget is not None:
         records = [r for r in records if int(r["env_steps"]) <= budget]
     learning: dict[int, tuple[int, float]] = {}
@@ -154,8 +154,7 @@ def load_run(run_dir: Path, metric: str, budget: int | None = None,
         if value is not None:
             learning[int(record["iteration"])] = (int(record["env_steps"]), value)
     if budget is None:
-        summary = json.loads((run_dir / "summary.json").read_text())
-        adaptation, steps = summary["meta_test"]["return_mean"], summary.get("env_steps")
+        adaptation, steps = read_summary(run_dir / "summary.json")
     else:
         tests = [r for r in records if isinstance(r.get("meta_test/return"), list)]
         if not tests:
@@ -164,6 +163,34 @@ def load_run(run_dir: Path, metric: str, budget: int | None = None,
         adaptation, steps = tests[-1]["meta_test/return"], tests[-1]["env_steps"]
     return Run(run_dir, run_settings(run_dir, group_by), np.asarray(adaptation, dtype=np.float64),
                None if steps is None else int(steps), learning)
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """The records of a metrics.jsonl. A last line without its newline is one being written
+    (a run still going) and is left out; any other line that is not JSON is an error."""
+    text = path.read_text()
+    lines = text.splitlines()
+    records = []
+    for number, line in enumerate(lines, 1):
+        try:
+            records.append(json.loads(line))
+        except ValueError as error:
+            if number == len(lines) and not text.endswith("\n"):
+                break
+            raise PlotError(f"{path}, line {number}: not a JSON record ({error}); leave the run "
+                            "out") from error
+    return records
+
+
+def read_summary(path: Path) -> tuple[list[float], int | None]:
+    """The final meta-test curve and env steps of a finished run's summary.json."""
+    try:
+        summary = json.loads(path.read_text())
+        return list(summary["meta_test"]["return_mean"]), summary.get("env_steps")
+    except (ValueError, KeyError, TypeError) as error:
+        raise PlotError(f"{path}: not a summary written by metarl train ({type(error).__name__}: "
+                        f"{error}); leave the run out, or plot it from its metrics.jsonl with "
+                        "--budget") from error
 
 
 def group_runs(runs: list[Run]) -> dict[str, list[Run]]:

@@ -7,7 +7,6 @@ change). A run refused before it started leaves no directory behind.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from metarl_cli.core.build import ConfigError
 from metarl_cli.core.checkpoint import Checkpoint, package_versions
 from metarl_cli.core.evaluation import AdaptationCurve
 from metarl_cli.core.faults import first_line
+from metarl_cli.core.paths import write_atomic
 
 # Keys a resumed run may change: where and how long it runs, not what it computes. The physics
 # threads change no number (tested); torch threads and the device change only floating-point
@@ -101,19 +101,13 @@ def resumed_config(cfg: DictConfig, run_dir: Path, overrides: list[str]
         overrides_yaml = OmegaConf.to_yaml(OmegaConf.create(saved_overrides))
 
         def write() -> None:
-            _write_text(hydra_dir / "config.yaml", config_yaml)
-            _write_text(hydra_dir / "overrides.yaml", overrides_yaml)
+            write_atomic(hydra_dir / "config.yaml", config_yaml)
+            write_atomic(hydra_dir / "overrides.yaml", overrides_yaml)
         write_back = write
 
     saved.resume = cfg.resume
     OmegaConf.set_struct(saved, True)
     return saved, {str(k): str(v) for k, v in choices.items()}, saved_overrides, write_back
-
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 # --- a run refused before it started leaves nothing behind ---

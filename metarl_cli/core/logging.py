@@ -32,6 +32,7 @@ from tensorboard.summary.writer.record_writer import RecordWriter  # noqa: E402
 from torch.utils.tensorboard import SummaryWriter  # noqa: E402
 
 from metarl_cli.core.evaluation import AdaptationCurve  # noqa: E402
+from metarl_cli.core.paths import write_atomic  # noqa: E402
 
 RETURN_TAGS = ("meta_train/return_pre", "meta_train/return_post")
 BY_ENV_STEPS = "by_env_steps/"
@@ -115,7 +116,7 @@ class RunLogger:
     def finish(self, summary: dict[str, Any], hparams: dict[str, Any], curve: AdaptationCurve
                ) -> None:
         """Write summary.json, the final curve as PNG and the HPARAMS entry, then close."""
-        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        write_atomic(self.run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
         fig = self.curve_figure(curve, "final meta-test")
         fig.savefig(self.run_dir / "adaptation_curve.png")
         plt.close(fig)
@@ -147,7 +148,7 @@ def truncate_metrics(path: Path, iteration: int) -> None:
             continue
         if isinstance(record, dict) and record.get("iteration", iteration + 1) <= iteration:
             kept.append(line + "\n")
-    _replace_file(path, "".join(kept).encode())
+    write_atomic(path, "".join(kept))
 
 
 def trim_events(tb_dir: Path, keep_until: LogPoint) -> None:
@@ -178,12 +179,3 @@ def _keep_event(event: Event, keep_until: LogPoint) -> bool:
     del event.summary.value[:]
     event.summary.value.extend(values)
     return True
-
-
-def _replace_file(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)

@@ -148,3 +148,14 @@ def test_plus_adds_config_keys_and_is_ignored_on_the_commands_own() -> None:
         ["+run=some/run", "+checkpoint=3", "+eval.task_seed=7", "+env.family.x=1", "seed=2"])
     assert (str(run_dir), checkpoint) == ("some/run", "3")
     assert overrides == {"eval.task_seed": 7, "+env.family.x": 1, "seed": 2}
+
+
+def test_a_record_that_cannot_be_written_leaves_no_files(run_dir: Path, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    before = sorted(p.name for p in run.iterdir())
+    monkeypatch.setattr("metarl_cli.commands.eval.package_versions", lambda: {"torch": {1}})
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        main([f"run={run}"])
+    assert sorted(p.name for p in run.iterdir()) == before

@@ -191,3 +191,23 @@ def test_group_by_reads_the_composed_config_so_preset_and_command_line_runs_grou
         main([str(other), "--group-by", "algo.inner_steps"])
     assert exit_info.value.code == 2
     assert "no .hydra/config.yaml" in capsys.readouterr().err
+
+
+def test_corrupt_files_are_errors_that_name_them_and_a_line_being_written_is_left_out(
+        sweep: Path, tmp_path: Path) -> None:
+    run = sweep / "lr=0.1" / "seed=0"
+    summary = run / "summary.json"
+    text = summary.read_text()
+    for broken, error in [(text[: len(text) // 2], "JSONDecodeError"), ("{}", "KeyError")]:
+        summary.write_text(broken)
+        with pytest.raises(PlotError, match=f"^{summary}: not a summary written by metarl train "
+                                            f"\\({error}: .*--budget$"):
+            load_run(run, "last")
+    summary.write_text(text)
+    metrics = run / "metrics.jsonl"
+    lines = metrics.read_text()
+    metrics.write_text(lines + '{"iteration": 11, "env_st')  # a run writing its next record
+    assert len(load_run(run, "last", budget=2000).learning) == 2
+    metrics.write_text(lines + '{"iteration": 11, "env_st\n')  # cut short, then written past
+    with pytest.raises(PlotError, match=f"^{metrics}, line 4: not a JSON record"):
+        load_run(run, "last")
