@@ -7,7 +7,8 @@ Five families, each a single gymnasium environment and a batched form:
 - AntVel: v* ~ U[0, 3]; reward -|v_x - v*| + 1 - 0.005‖a‖² - 0.0005‖clip(cfrc_ext)‖² + 0.05.
 - AntDir: d ∈ {-1, +1}; reward d·v_x - (same ant costs) + 0.05.
 - AntGoal: goal uniform in a disk of radius 3 (Rothfuss et al., 2019, ProMP; Rakelly et al., 2019,
-  PEARL); reward -‖xy - goal‖₁ - (same ant costs) + 0.05.
+  PEARL); reward -‖xy - goal‖₁ - 0.1‖a‖² - 0.0005‖clip(cfrc_ext)‖², never terminates, and the
+  torso's x, y are observed (qpos in full), as in both papers' code.
 
 The single environments subclass gymnasium's ``HalfCheetah-v5`` and ``Ant-v5``, so the model XML,
 frame skip (5; see below), reset distribution and observation (17 and 105 dimensions, the ant's
@@ -33,8 +34,9 @@ Choices that differ from gymnasium or are not fixed by the papers:
   AntGoal's distance uses the same torso ``xpos``, as ProMP's and PEARL's code do.
 - The ant's contact cost uses ``cfrc_ext[1:]`` (the world body's entry is always zero, so this
   equals gymnasium's sum over all bodies), after ``mj_rnePostConstraint`` as gymnasium calls it.
-- The ant terminates when the torso height leaves ``healthy_z_range`` or the state is not finite;
-  the cheetah never terminates. Time limits (horizon 200) are the registration's or the sampler's.
+- The ant terminates when the torso height leaves ``healthy_z_range`` or the state is not finite
+  (with ``healthy_z_range`` None, as AntGoal's, only when the state is not finite); the cheetah
+  never terminates. Time limits (horizon 200) are the registration's or the sampler's.
 - The cheetah's ``frame_skip`` is gymnasium's 5 by default: an env step is 0.05 s, an episode
   of 200 steps 10 s. The MAML paper's code (rllab's HalfCheetah, the same 0.01 s timestep without
   a frame skip) stepped the physics once per env step: 200 actions at 100 Hz over 2 s.
@@ -192,10 +194,12 @@ def contact_cost(cfrc_ext: np.ndarray, weight: float, force_range: tuple[float, 
     return weight * np.square(clipped).sum(axis=(-2, -1))
 
 
-def ant_terminated(qpos: np.ndarray, qvel: np.ndarray, healthy_z_range: tuple[float, float]
-                   ) -> np.ndarray:
-    """The torso height left ``healthy_z_range`` or the state is not finite."""
+def ant_terminated(qpos: np.ndarray, qvel: np.ndarray,
+                   healthy_z_range: tuple[float, float] | None) -> np.ndarray:
+    """The torso height left ``healthy_z_range`` (None: any height) or the state is not finite."""
     finite = np.isfinite(qpos).all(axis=-1) & np.isfinite(qvel).all(axis=-1)
+    if healthy_z_range is None:
+        return ~finite
     z = qpos[..., 2]
     return ~(finite & (z >= healthy_z_range[0]) & (z <= healthy_z_range[1]))
 
@@ -220,10 +224,15 @@ def com_velocity(cvel: np.ndarray, xipos: np.ndarray, subtree_com: np.ndarray,
 
 
 def ant_obs(qpos: np.ndarray, qvel: np.ndarray, cfrc_ext: np.ndarray,
-            force_range: tuple[float, float]) -> np.ndarray:
-    """Ant-v5's default observation for a batch: qpos without xy, qvel, clipped cfrc_ext[1:]."""
-    forces = np.clip(cfrc_ext[..., 1:, :], *force_range)
-    return np.concatenate([qpos[..., 2:], qvel, forces.reshape(*forces.shape[:-2], -1)], axis=-1)
+            force_range: tuple[float, float], position_obs: bool = False,
+            contact_obs: bool = True) -> np.ndarray:
+    """Ant-v5's observation for a batch: qpos (without x, y unless ``position_obs``), qvel,
+    then the clipped cfrc_ext[1:] (unless not ``contact_obs``)."""
+    parts = [qpos if position_obs else qpos[..., 2:], qvel]
+    if contact_obs:
+        forces = np.clip(cfrc_ext[..., 1:, :], *force_range)
+        parts.append(forces.reshape(*forces.shape[:-2], -1))
+    return np.concatenate(parts, axis=-1)
 
 
 # ---------------------------------------------------------------- single environments
@@ -369,20 +378,27 @@ class _AntTaskEnv(_TaskStep, AntEnv):
     qpos_noise_std = None
 
     def __init__(self, ctrl_cost_weight: float, contact_cost_weight: float,
-                 survive_reward: float, healthy_z_range: tuple[float, float],
+                 survive_reward: float, healthy_z_range: tuple[float, float] | None,
                  contact_force_range: tuple[float, float], reset_noise_scale: float,
-                 render_mode: str | None) -> None:
+                 render_mode: str | None, position_obs: bool = False,
+                 contact_obs: bool = True) -> None:
         self.ctrl_cost_weight = _check_nonnegative("ctrl_cost_weight", ctrl_cost_weight)
         self.contact_cost_weight = _check_nonnegative("contact_cost_weight", contact_cost_weight)
         self.survive_reward = _check_finite("survive_reward", survive_reward)
-        self.healthy_z_range = _check_range("healthy_z_range", healthy_z_range)
+        self.healthy_z_range = (None if healthy_z_range is None
+                                else _check_range("healthy_z_range", healthy_z_range))
         self.contact_force_range = _check_range("contact_force_range", contact_force_range)
         self.reset_noise_scale = _check_nonnegative("reset_noise_scale", reset_noise_scale)
+        self.position_obs, self.contact_obs = position_obs, contact_obs
         AntEnv.__init__(self, ctrl_cost_weight=self.ctrl_cost_weight,
                         contact_cost_weight=self.contact_cost_weight,
-                        healthy_reward=self.survive_reward, healthy_z_range=self.healthy_z_range,
+                        healthy_reward=self.survive_reward,
+                        healthy_z_range=self.healthy_z_range or (-np.inf, np.inf),
                         contact_force_range=self.contact_force_range,
-                        reset_noise_scale=self.reset_noise_scale, render_mode=render_mode)
+                        reset_noise_scale=self.reset_noise_scale,
+                        exclude_current_positions_from_observation=not position_obs,
+                        include_cfrc_ext_in_observation=contact_obs,
+                        render_mode=render_mode)
         self._torso = self.model.body("torso").id  # Ant-v5's main body
         self._init_task()
 
@@ -397,7 +413,8 @@ class _AntTaskEnv(_TaskStep, AntEnv):
         return reward, ant_terminated(qpos, qvel, self.healthy_z_range)
 
     def _batch_obs(self, state: Any) -> np.ndarray:
-        return ant_obs(state.qpos, state.qvel, state.cfrc_ext, self.contact_force_range)
+        return ant_obs(state.qpos, state.qvel, state.cfrc_ext, self.contact_force_range,
+                       self.position_obs, self.contact_obs)
 
 
 class HalfCheetahVelEnv(_CheetahTaskEnv):
@@ -466,7 +483,9 @@ class AntVelEnv(_AntTaskEnv):
 
 
 class AntDirEnv(_AntTaskEnv):
-    """AntDir (MAML 2017): walk forward or backward along x; ``metarl/AntDir-v0``."""
+    """AntDir (MAML 2017): walk forward or backward along x; ``metarl/AntDir-v0``.
+    ``contact_obs=False`` leaves the contact forces out of the observation (27 numbers), as
+    PEARL's ant does."""
 
     _task_type = DirectionTask
     _task_term = staticmethod(direction_term)
@@ -475,36 +494,42 @@ class AntDirEnv(_AntTaskEnv):
                  survive_reward: float = 0.05, healthy_z_range: tuple[float, float] = (0.2, 1.0),
                  contact_force_range: tuple[float, float] = (-1.0, 1.0),
                  reset_noise_scale: float = 0.1, render_mode: str | None = None,
-                 balanced: bool = False) -> None:
+                 balanced: bool = False, contact_obs: bool = True) -> None:
         self.balanced = balanced  # before the base class, which draws a first task
         super().__init__(ctrl_cost_weight, contact_cost_weight, survive_reward, healthy_z_range,
-                         contact_force_range, reset_noise_scale, render_mode)
+                         contact_force_range, reset_noise_scale, render_mode,
+                         contact_obs=contact_obs)
         utils.EzPickle.__init__(self, ctrl_cost_weight, contact_cost_weight, survive_reward,
                                 healthy_z_range, contact_force_range, reset_noise_scale,
-                                render_mode, balanced)
+                                render_mode, balanced, contact_obs)
 
     def sample_tasks(self, n: int, rng: np.random.Generator) -> list[DirectionTask]:
         return sample_direction_tasks(n, rng, self.balanced)
 
 
 class AntGoalEnv(_AntTaskEnv):
-    """AntGoal (ProMP 2019, PEARL 2019): walk to a goal in a disk; ``metarl/AntGoal-v0``."""
+    """AntGoal (ProMP 2019, PEARL 2019): walk to a goal in a disk; ``metarl/AntGoal-v0``.
+
+    The defaults are both papers' code (ProMP ``ant_rand_goal.py``, PEARL ``ant_goal.py``): control
+    cost 0.1, no survive reward, no termination, and the torso's x, y in the observation
+    (``position_obs``), without which a memoryless policy cannot tell where the goal lies."""
 
     _task_type = GoalTask
     _task_term = staticmethod(goal_term)
 
-    def __init__(self, goal_radius: float = 3.0, ctrl_cost_weight: float = 0.005,
-                 contact_cost_weight: float = 5e-4, survive_reward: float = 0.05,
-                 healthy_z_range: tuple[float, float] = (0.2, 1.0),
+    def __init__(self, goal_radius: float = 3.0, ctrl_cost_weight: float = 0.1,
+                 contact_cost_weight: float = 5e-4, survive_reward: float = 0.0,
+                 healthy_z_range: tuple[float, float] | None = None,
                  contact_force_range: tuple[float, float] = (-1.0, 1.0),
-                 reset_noise_scale: float = 0.1, render_mode: str | None = None) -> None:
+                 reset_noise_scale: float = 0.1, render_mode: str | None = None,
+                 position_obs: bool = True) -> None:
         check_positive(goal_radius=goal_radius)
         self.goal_radius = _check_finite("goal_radius", goal_radius)
         super().__init__(ctrl_cost_weight, contact_cost_weight, survive_reward, healthy_z_range,
-                         contact_force_range, reset_noise_scale, render_mode)
+                         contact_force_range, reset_noise_scale, render_mode, position_obs)
         utils.EzPickle.__init__(self, goal_radius, ctrl_cost_weight, contact_cost_weight,
                                 survive_reward, healthy_z_range, contact_force_range,
-                                reset_noise_scale, render_mode)
+                                reset_noise_scale, render_mode, position_obs)
 
     def sample_tasks(self, n: int, rng: np.random.Generator) -> list[GoalTask]:
         return sample_disk_goals(n, rng, self.goal_radius)
@@ -619,20 +644,21 @@ class BatchedAntDir(_BatchedFamily):
                  survive_reward: float = 0.05, healthy_z_range: tuple[float, float] = (0.2, 1.0),
                  contact_force_range: tuple[float, float] = (-1.0, 1.0),
                  reset_noise_scale: float = 0.1, num_threads: int | None = None,
-                 balanced: bool = False) -> None:
+                 balanced: bool = False, contact_obs: bool = True) -> None:
         super().__init__(AntDirEnv(ctrl_cost_weight, contact_cost_weight, survive_reward,
                                    healthy_z_range, contact_force_range, reset_noise_scale,
-                                   balanced=balanced), num_threads)
+                                   balanced=balanced, contact_obs=contact_obs), num_threads)
 
 
 class BatchedAntGoal(_BatchedFamily):
     """B AntGoal environments stepped together (see :class:`AntGoalEnv`)."""
 
-    def __init__(self, goal_radius: float = 3.0, ctrl_cost_weight: float = 0.005,
-                 contact_cost_weight: float = 5e-4, survive_reward: float = 0.05,
-                 healthy_z_range: tuple[float, float] = (0.2, 1.0),
+    def __init__(self, goal_radius: float = 3.0, ctrl_cost_weight: float = 0.1,
+                 contact_cost_weight: float = 5e-4, survive_reward: float = 0.0,
+                 healthy_z_range: tuple[float, float] | None = None,
                  contact_force_range: tuple[float, float] = (-1.0, 1.0),
-                 reset_noise_scale: float = 0.1, num_threads: int | None = None) -> None:
+                 reset_noise_scale: float = 0.1, num_threads: int | None = None,
+                 position_obs: bool = True) -> None:
         super().__init__(AntGoalEnv(goal_radius, ctrl_cost_weight, contact_cost_weight,
                                     survive_reward, healthy_z_range, contact_force_range,
-                                    reset_noise_scale), num_threads)
+                                    reset_noise_scale, position_obs=position_obs), num_threads)

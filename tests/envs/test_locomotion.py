@@ -51,9 +51,9 @@ def _ant_xy(env: Any) -> np.ndarray:
     return env.data.body("torso").xpos[:2].copy()
 
 
-def _ant_costs(env: Any, action: np.ndarray) -> float:
+def _ant_costs(env: Any, action: np.ndarray, ctrl_cost_weight: float = 0.005) -> float:
     clipped = np.clip(action, -1.0, 1.0)
-    return 0.005 * float(clipped @ clipped) + 5e-4 * float(
+    return ctrl_cost_weight * float(clipped @ clipped) + 5e-4 * float(
         np.sum(np.clip(env.data.cfrc_ext, -1.0, 1.0) ** 2))
 
 
@@ -115,10 +115,24 @@ def test_ant_dir_reward() -> None:
 
 
 def test_ant_goal_reward() -> None:
+    # ProMP's and PEARL's AntGoal: control cost 0.1, no survive reward
     def expected(env: Any, p0: np.ndarray, p1: np.ndarray, a: np.ndarray) -> float:
-        return -float(np.sum(np.abs(p1 - np.array([1.0, -2.0])))) - _ant_costs(env, a) + 0.05
+        return -float(np.sum(np.abs(p1 - np.array([1.0, -2.0])))) - _ant_costs(env, a, 0.1)
 
     _step_and_expect(AntGoalEnv(), GoalTask((1.0, -2.0)), _ant_xy, expected)
+
+
+def test_ant_goal_observes_the_torso_position_and_never_terminates() -> None:
+    env = AntGoalEnv()
+    obs, _ = env.reset(seed=0)
+    assert obs.shape == env.observation_space.shape == (107,)
+    np.testing.assert_array_equal(obs[:15], env.data.qpos)  # x, y first, as qpos.flat
+    qpos = env.init_qpos.copy()
+    qpos[2] = 1.5  # far above AntVel's and AntDir's healthy range
+    env.set_state(qpos, env.init_qvel)
+    assert not env.step(np.zeros(8))[2]
+    assert AntDirEnv().observation_space.shape == (105,)
+    assert AntDirEnv(contact_obs=False).reset(seed=0)[0].shape == (27,)  # PEARL's ant
 
 
 def test_ant_terminates_outside_healthy_height_and_cheetah_never() -> None:
@@ -233,13 +247,16 @@ EQUALITY_CASES = [(*pair, {}) for pair in PAIRS] + [
     (HalfCheetahDirEnv, BatchedHalfCheetahDir, {"qpos_noise_std": 0.01}),
     (HalfCheetahDirEnv, BatchedHalfCheetahDir,
      {"frame_skip": 1, "com_obs": True, "com_velocity_reward": True}),
-    (HalfCheetahVelEnv, BatchedHalfCheetahVel, {"com_velocity_reward": True})]
+    (HalfCheetahVelEnv, BatchedHalfCheetahVel, {"com_velocity_reward": True}),
+    (AntDirEnv, BatchedAntDir, {"contact_obs": False, "ctrl_cost_weight": 0.5,
+                                "survive_reward": 1.0})]
 
 
 @pytest.mark.parametrize(("single_cls", "batched_cls", "kwargs"), EQUALITY_CASES,
                          ids=[*IDS, "AntDirEnv-terminating", "HalfCheetahDirEnv-frame_skip_1",
                               "HalfCheetahVelEnv-com_obs", "HalfCheetahDirEnv-rllab_reset",
-                              "HalfCheetahDirEnv-rllab_env", "HalfCheetahVelEnv-com_velocity"])
+                              "HalfCheetahDirEnv-rllab_env", "HalfCheetahVelEnv-com_velocity",
+                              "AntDirEnv-pearl"])
 def test_batched_equals_single(single_cls: type, batched_cls: type, kwargs: dict[str, Any]
                                ) -> None:
     batched = batched_cls(num_threads=2, **kwargs)
@@ -394,7 +411,7 @@ def test_bad_constructor_values_name_the_parameter(cls: type, kwargs: dict[str, 
 
 @pytest.mark.parametrize(("env_id", "obs_dim"), [
     ("metarl/HalfCheetahVel-v0", 17), ("metarl/HalfCheetahDir-v0", 17), ("metarl/AntVel-v0", 105),
-    ("metarl/AntDir-v0", 105), ("metarl/AntGoal-v0", 105),
+    ("metarl/AntDir-v0", 105), ("metarl/AntGoal-v0", 107),
 ])
 def test_registered_ids_make_and_step(env_id: str, obs_dim: int) -> None:
     env = gym.make(env_id)
