@@ -21,12 +21,13 @@ before the horizon is terminal; the horizon is a time limit, not a terminal. Whe
 offers ``training_rewards(tasks, next_obs)`` (PEARL's sparse point robot) the RL buffer stores
 those shaped rewards, while the encoder and meta-test see the environment's own reward.
 
-Meta-test (core/evaluation.py): ``exploration_policy`` acts with z from the prior, one draw per
-(task, rollout) row, stochastic actions; ``adapt`` adds the row's new episode (masked steps
-excluded) to its context, kept as the product-of-Gaussians sufficient statistics, and returns a
-policy acting with z from the new posterior (mean actions with ``deterministic_eval``, PEARL's
-evaluation). Episode k is thus acted with the posterior of the k previous fresh episodes of that
-trial; replay data is never used at meta-test.
+Meta-test (core/evaluation.py), PEARL's protocol (its ``collect_paths``): every episode acts
+with the mean action (``deterministic_eval``) and a fresh z per (task, rollout) row; the first
+``num_exp_traj_eval`` episodes of a trial draw z from the prior, and each later episode from the
+posterior of all the trial's earlier episodes. ``adapt`` adds the row's new episode (masked
+steps excluded) to its context, kept as the product-of-Gaussians sufficient statistics. With
+``num_exp_traj_eval=2`` (REFERENCE's protocol, PEARL's MuJoCo configs) the third episode is the
+first that uses the posterior. Replay data is never used at meta-test.
 """
 
 from __future__ import annotations
@@ -60,16 +61,20 @@ class PEARLPolicy:
     """Acts with a task latent per (task, rollout) row: z is drawn from N(mean, var) with the
     sampler's generator at the first ``act`` (so meta-test randomness stays the meta-test
     sampler's). ``precision`` / ``weighted_mean`` are the context's sufficient statistics
-    (sum 1/var_j, sum mu_j/var_j over the row's context transitions); None: no context yet."""
+    (sum 1/var_j, sum mu_j/var_j over the row's context transitions; None: no context yet),
+    gathered from ``episodes`` episodes; z is drawn from their posterior when ``posterior``,
+    else from the prior N(0, I)."""
 
     def __init__(self, networks: PEARLNetworks, deterministic: bool,
                  precision: torch.Tensor | None = None,
                  weighted_mean: torch.Tensor | None = None,
-                 mean: torch.Tensor | None = None, var: torch.Tensor | None = None) -> None:
+                 mean: torch.Tensor | None = None, var: torch.Tensor | None = None,
+                 episodes: int = 0, posterior: bool = True) -> None:
         self.networks = networks
         self.deterministic = deterministic
         self.precision, self.weighted_mean = precision, weighted_mean
-        if mean is None and precision is not None and weighted_mean is not None:
+        self.episodes = episodes
+        if mean is None and posterior and precision is not None and weighted_mean is not None:
             mean, var = posterior_from_sums(precision, weighted_mean)
         self.mean, self.var = mean, var
         self.z: torch.Tensor | None = None
@@ -101,7 +106,7 @@ class PEARL:
                  batch_size: int = 256, kl_lambda: float = 0.1, discount: float = 0.99,
                  soft_target_tau: float = 0.005, reward_scale: float = 5.0,
                  replay_capacity: int = 100_000, max_tasks: int = 100,
-                 deterministic_eval: bool = True) -> None:
+                 deterministic_eval: bool = True, num_exp_traj_eval: int = 2) -> None:
         if not isinstance(policy, PEARLNetworks):
             raise ValueError("algo=pearl needs model=pearl (the PEARLNetworks module), got "
                              f"{type(policy).__name__}")
@@ -113,7 +118,8 @@ class PEARL:
                        embedding_batch_size=embedding_batch_size,
                        embedding_mini_batch_size=embedding_mini_batch_size,
                        batch_size=batch_size, reward_scale=reward_scale,
-                       replay_capacity=replay_capacity, max_tasks=max_tasks)
+                       replay_capacity=replay_capacity, max_tasks=max_tasks,
+                       num_exp_traj_eval=num_exp_traj_eval)
         if embedding_mini_batch_size > embedding_batch_size:
             raise ValueError(f"embedding_mini_batch_size ({embedding_mini_batch_size}) must be "
                              f"<= embedding_batch_size ({embedding_batch_size})")
@@ -136,7 +142,7 @@ class PEARL:
         self.embedding_mini_batch_size = embedding_mini_batch_size
         self.batch_size, self.kl_lambda, self.discount = batch_size, kl_lambda, discount
         self.soft_target_tau, self.reward_scale = soft_target_tau, reward_scale
-        self.deterministic_eval = deterministic_eval
+        self.deterministic_eval, self.num_exp_traj_eval = deterministic_eval, num_exp_traj_eval
 
         def make(params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
             return optimizer(params) if lr is None else optimizer(params, lr=lr)
@@ -200,12 +206,13 @@ class PEARL:
         return metrics | {"env_steps": float(steps)}
 
     def exploration_policy(self, num_tasks: int) -> PEARLPolicy:
-        """z from the prior for every (task, rollout) row, stochastic actions."""
-        return PEARLPolicy(self.policy, deterministic=False)
+        """A trial's first episode: z from the prior for every (task, rollout) row."""
+        return PEARLPolicy(self.policy, self.deterministic_eval)
 
     def adapt(self, policy: PEARLPolicy, episodes: EpisodeBatch) -> PEARLPolicy:
-        """Add each row's episode (masked steps excluded) to that row's context; act with z
-        from the new posterior."""
+        """Add each row's episode (masked steps excluded) to that row's context; the next
+        episode draws z from the new posterior once the context holds ``num_exp_traj_eval``
+        episodes, from the prior before that."""
         nets = self.policy
         with torch.no_grad():
             context = nets.context(episodes.obs, episodes.actions, episodes.rewards,
@@ -216,7 +223,9 @@ class PEARL:
         if policy.precision is not None and policy.weighted_mean is not None:
             new_precision = new_precision + policy.precision
             new_weighted = new_weighted + policy.weighted_mean
-        return PEARLPolicy(nets, self.deterministic_eval, new_precision, new_weighted)
+        seen = policy.episodes + 1
+        return PEARLPolicy(nets, self.deterministic_eval, new_precision, new_weighted,
+                           episodes=seen, posterior=seen >= self.num_exp_traj_eval)
 
     def state_dict(self) -> dict[str, Any]:
         return {"networks": self.policy.state_dict(),

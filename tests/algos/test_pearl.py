@@ -118,7 +118,11 @@ def test_adapt_uses_only_the_rows_own_episodes() -> None:
             mean, var = nets.encoder.posterior(torch.cat([row(first, i, r), row(second, i, r)]))
         torch.testing.assert_close(adapted2.mean[i, r], mean)
         torch.testing.assert_close(adapted2.var[i, r], var)
-    assert adapted2.deterministic and not policy.deterministic
+    # PEARL's protocol (num_exp_traj_eval=2): the second episode still explores with the prior,
+    # its context kept; every episode acts with the mean action
+    assert adapted.mean is None and adapted.precision is not None and adapted.episodes == 1
+    assert adapted2.episodes == 2
+    assert policy.deterministic and adapted.deterministic and adapted2.deterministic
     # a row with a shorter (masked) episode: padded steps do not count
     masked = EpisodeBatch(first.tasks, first.obs, first.actions, first.rewards,
                           first.mask.clone(), first.log_probs, first.final_obs)
@@ -127,6 +131,7 @@ def test_adapt_uses_only_the_rows_own_episodes() -> None:
         mu, var = nets.encoder(nets.context(first.obs[0, 1], first.actions[0, 1],
                                             first.rewards[0, 1], first.next_obs()[0, 1]))
     expected = product_of_gaussians(mu[:3], var[:3])
+    pearl = make_pearl(num_exp_traj_eval=1)  # the same networks; the posterior at once
     got = pearl.adapt(pearl.exploration_policy(2), masked)
     torch.testing.assert_close(got.mean[0, 1], expected[0])
 
@@ -154,7 +159,7 @@ def test_state_dict_round_trip_continues_bit_identically() -> None:
     ({"discount": 0.0}, "discount"), ({"optimizer": None}, "optimizer"),
     ({"embedding_mini_batch_size": 9}, "embedding_mini_batch_size"),
     ({"num_steps_prior": 0, "num_steps_posterior": 0, "num_extra_rl_steps_posterior": 0},
-     "num_steps_prior"), ({"lr": -1.0}, "lr"),
+     "num_steps_prior"), ({"lr": -1.0}, "lr"), ({"num_exp_traj_eval": 0}, "num_exp_traj_eval"),
 ])
 def test_bad_constructor_values_raise_value_error_naming_the_parameter(kwargs, name) -> None:
     with pytest.raises(ValueError, match=name):
@@ -166,7 +171,8 @@ def test_config_builds_with_pearl_model_and_paper_settings(
     cfg = compose_config("algo=pearl", "env=point_robot_sparse")
     assert cfg.model._target_.endswith("pearl_networks") and cfg.model.latent_dim == 5
     assert (cfg.algo.reward_scale, cfg.algo.kl_lambda, cfg.algo.discount) == (100.0, 1.0, 0.9)
-    assert (cfg.meta_batch_size, cfg.eval.steps, cfg.eval.num_tasks) == (10, 4, 20)
+    assert (cfg.meta_batch_size, cfg.eval.steps, cfg.eval.num_tasks) == (10, 6, 20)
+    assert cfg.algo.num_exp_traj_eval == 5  # oyster's sparse-point-robot.json
     exp = build_experiment(compose_config("algo=pearl", "env=point_robot",
                                           "model.hidden_sizes=[8]",
                                           "model.encoder_hidden_sizes=[8]"))
