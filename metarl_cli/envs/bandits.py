@@ -29,18 +29,25 @@ _MIX2 = np.uint64(0x94D049BB133111EB)
 KEY_BOUND = 2**31 - 1  # keys (and gymnasium seeds) are drawn in [0, KEY_BOUND)
 
 
+def _mix(z: np.ndarray) -> np.ndarray:
+    """SplitMix64's finaliser (wrapping uint64 arithmetic)."""
+    with np.errstate(over="ignore"):
+        z = (z ^ (z >> np.uint64(30))) * _MIX1
+        z = (z ^ (z >> np.uint64(27))) * _MIX2
+    return z ^ (z >> np.uint64(31))
+
+
 def counter_uniforms(keys: np.ndarray, counter: int) -> np.ndarray:
     """Uniforms in [0, 1), one per key, for draw number ``counter`` of each key's stream.
 
-    SplitMix64 finaliser of ``key * golden + counter + 1`` (wrapping uint64 arithmetic), top 53
-    bits as a double: a deterministic, vectorised stream per key.
+    SplitMix64: the finaliser of ``mix(key) + (counter + 1) * golden``, top 53 bits as a double;
+    a deterministic, vectorised stream per key. The key is mixed first so that neighbouring keys
+    start far apart in the sequence (with ``key * golden`` instead, draw c + 1 of key k was draw
+    c of key k + 1).
     """
     with np.errstate(over="ignore"):
-        z = np.asarray(keys, dtype=np.uint64) * _GOLDEN + np.uint64(counter + 1) * _GOLDEN
-        z = (z ^ (z >> np.uint64(30))) * _MIX1
-        z = (z ^ (z >> np.uint64(27))) * _MIX2
-        z = z ^ (z >> np.uint64(31))
-    return (z >> np.uint64(11)).astype(np.float64) / float(2**53)
+        z = _mix(np.asarray(keys, dtype=np.uint64)) + np.uint64(counter + 1) * _GOLDEN
+    return (_mix(z) >> np.uint64(11)).astype(np.float64) / float(2**53)
 
 
 def reset_keys(rng: np.random.Generator, size: int) -> np.ndarray:

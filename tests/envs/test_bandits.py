@@ -25,6 +25,14 @@ def test_counter_uniforms_are_uniform_and_independent_across_keys_and_steps() ->
     assert np.array_equal(u, counter_uniforms(keys, 0))
 
 
+def test_neighbouring_keys_are_not_shifted_copies_of_one_stream() -> None:
+    keys = np.arange(1000, 1064, dtype=np.uint64)
+    draws = np.stack([counter_uniforms(keys, c) for c in range(20)], axis=1)  # (keys, draws)
+    # draw c + 1 of key k against draw c of key k + 1: equal nowhere
+    assert not np.isclose(draws[:-1, 1:], draws[1:, :-1]).any()
+    assert len(np.unique(draws)) == draws.size
+
+
 def test_reward_is_a_bernoulli_draw_of_the_pulled_arm() -> None:
     env = BatchedBernoulliBandit(num_arms=3)
     env.set_tasks([BanditTask(probs=(0.0, 1.0, 0.25))] * 4000)
