@@ -80,9 +80,12 @@ class Sampler:
             log_probs[t] = log_prob
             obs, reward, terminated = self.env.step(action.reshape(b, *action.shape[2:]).cpu()
                                                     .numpy())
+            # the padding after an episode's end holds zeros, whatever an ended environment
+            # returns (e.g. a diverged state's NaN, which x * mask would carry on)
+            obs = np.where(alive[:, None], obs, 0.0)
             if t + 1 < t_max:  # written before a possible break: next_obs of a terminal step
                 obs_buf[t + 1] = obs
-            rewards[t] = reward * alive
+            rewards[t] = np.where(alive, reward, 0.0)
             ended = alive & (terminated | (t == t_max - 1))
             alive &= ~terminated
             if observe is not None:

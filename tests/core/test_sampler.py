@@ -191,6 +191,34 @@ def test_next_obs_of_a_terminal_step_is_its_outcome_even_when_all_stop_early() -
     torch.testing.assert_close(batch.next_obs()[:, :, 0], moves)
 
 
+class _DivergesAfterTheEnd(BatchedPointNav):
+    """Point navigation whose environments return NaN once their episode has ended."""
+
+    def reset(self, rng: np.random.Generator) -> np.ndarray:
+        self.ended = None
+        return super().reset(rng)
+
+    def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        obs, reward, terminated = super().step(actions)
+        if self.ended is not None:
+            obs[self.ended], reward[self.ended] = np.nan, np.nan
+        self.ended = terminated if self.ended is None else self.ended | terminated
+        return obs, reward, terminated
+
+
+def test_the_padding_holds_zeros_whatever_an_ended_environment_returns() -> None:
+    from metarl_cli.core.returns import policy_gradient_advantages
+
+    # task 0's episodes end at t=0 (its goal is the origin); task 1's run to the horizon
+    tasks = [GoalTask(goal=(0.0, 0.0)), GoalTask(goal=(0.9, -0.9))]
+    batch = _sample(seed=1, env=_DivergesAfterTheEnd(tolerance=0.15), tasks=tasks)
+    assert torch.all(batch.mask[0, :, 1:] == 0) and torch.all(batch.mask[1] == 1)
+    for x in (batch.obs, batch.rewards, batch.final_obs, batch.log_probs):
+        assert torch.isfinite(x).all()
+    assert torch.all(batch.obs[0, :, 2:] == 0) and torch.all(batch.rewards[0, :, 1:] == 0)
+    assert torch.isfinite(policy_gradient_advantages(batch, 0.99, 1.0)).all()
+
+
 class _Recorder:
     """Broadcast policy that records what the sampler tells it after each step."""
 
