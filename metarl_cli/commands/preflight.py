@@ -153,9 +153,11 @@ def preflight(args: list[str], multirun: bool) -> list[str]:
                           "metarl train resume=<its directory>")
     for job in job_overrides(task, multirun) or []:
         compose_checked(job)
-    if resume is None or resume.value() is None:
-        return []
     run_dir = next((str(o.value()) for o in parsed if o.key_or_group == "hydra.run.dir"), None)
+    if resume is None or resume.value() is None:
+        if run_dir is not None and not multirun and holds_run(Path(run_dir)):
+            raise ConfigError(already_a_run(Path(run_dir)))
+        return []
     found = find_resumable(str(resume.value()), [o.input_line for o in task], run_dir)
     if found is None:
         return []
@@ -166,6 +168,16 @@ def preflight(args: list[str], multirun: bool) -> list[str]:
 # --- resume=: which run to continue ---
 def is_run_dir(path: Path) -> bool:
     return (path / ".hydra" / "config.yaml").is_file()
+
+
+def holds_run(path: Path) -> bool:
+    """A run has logged or checkpointed in ``path`` (more than Hydra's own files)."""
+    return (path / "metrics.jsonl").is_file() or (path / "checkpoints").is_dir()
+
+
+def already_a_run(path: Path) -> str:
+    return (f"hydra.run.dir: {path} already holds a run; continue it with metarl train "
+            f"resume={path}, or choose another directory")
 
 
 def find_resumable(resume: str, overrides: list[str], run_dir: str | None) -> Path | None:

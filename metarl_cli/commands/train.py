@@ -31,7 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from metarl_cli.commands.experiment import Experiment, build_experiment, run_meta_test
-from metarl_cli.commands.preflight import override_key, preflight
+from metarl_cli.commands.preflight import already_a_run, holds_run, override_key, preflight
 from metarl_cli.commands.resume import (
     checkpoint_state,
     remove_unstarted_run_dir,
@@ -49,7 +49,7 @@ from metarl_cli.core.checkpoint import (
 from metarl_cli.core.evaluation import AdaptationCurve
 from metarl_cli.core.faults import RunFault, StopRequest, check_finite, numerical_guard
 from metarl_cli.core.logging import LogPoint, RunLogger
-from metarl_cli.core.paths import CONFIG_DIR
+from metarl_cli.core.paths import CONFIG_DIR, RunDirInUse, run_dir_lock
 from metarl_cli.core.progress import console_progress, run_summary
 
 EXIT_BAD_INPUT = 2
@@ -118,12 +118,28 @@ def checked_meta_test(exp: Experiment, cfg: DictConfig, iteration: int) -> Adapt
 
 def train(cfg: DictConfig, run_dir: Path, choices: Mapping[str, str], overrides: list[str],
           resume: bool = False, on_resumed: Callable[[], None] | None = None) -> Outcome:
-    """Train in ``run_dir``; with ``resume``, continue from its newest good checkpoint and then
-    call ``on_resumed`` (before anything is written)."""
+    """Train in ``run_dir``, holding its lock; with ``resume``, continue from its newest good
+    checkpoint and then call ``on_resumed`` (before anything is written)."""
+    try:
+        with run_dir_lock(run_dir):
+            return _train(cfg, run_dir, choices, overrides, resume, on_resumed)
+    except RunDirInUse as error:
+        raise ConfigError(f"run_dir: {error} that trains there; wait for it to end, or stop "
+                          "it first") from error
+
+
+def _train(cfg: DictConfig, run_dir: Path, choices: Mapping[str, str], overrides: list[str],
+           resume: bool, on_resumed: Callable[[], None] | None) -> Outcome:
+    if not resume and holds_run(run_dir):  # e.g. two multirun jobs given the same directory
+        raise ConfigError(already_a_run(run_dir))
     progress = console_progress(cfg.get("progress", "auto"), cfg.iterations)
     exp = build_experiment(cfg)
     ckpt_dir = run_dir / "checkpoints"
     start = latest_checkpoint(ckpt_dir) if resume else None
+    if resume and start is None and trained_past_zero(run_dir):
+        raise ConfigError(f"resume: {run_dir} has no checkpoint to continue from (checkpoints/ "
+                          "is missing or empty), so resuming would start it over and cut its "
+                          "logs; start a new run instead")
     totals = {"wall_clock_s": 0.0, "skipped_updates": 0.0}
     iteration, env_steps, curve = 0, 0, None
     if start is not None:
@@ -205,6 +221,20 @@ def train(cfg: DictConfig, run_dir: Path, choices: Mapping[str, str], overrides:
     }
     logger.finish(summary, hparams(cfg, choices, overrides), curve)
     return Outcome(curve, iteration)
+
+
+def trained_past_zero(run_dir: Path) -> bool:
+    """The run finished, or logged a meta-training iteration (not only the first meta-test)."""
+    if (run_dir / "summary.json").is_file():
+        return True
+    path = run_dir / "metrics.jsonl"
+    for line in path.read_text().splitlines() if path.is_file() else []:
+        try:
+            if json.loads(line).get("iteration", 0) >= 1:
+                return True
+        except (ValueError, AttributeError):
+            continue  # a line torn by a kill
+    return False
 
 
 # --- entry points ---

@@ -16,7 +16,10 @@ from pathlib import Path
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
+from metarl_cli.core.paths import claim_fresh_dir
+
 RESOLVER = "metarl_run_subdir"
+FRESH_DIR = "metarl_fresh_dir"
 
 
 def constant_keys(sweep_overrides: Iterable[str]) -> set[str]:
@@ -27,8 +30,10 @@ def constant_keys(sweep_overrides: Iterable[str]) -> set[str]:
 
 def run_subdir(job_overrides: Iterable[str], exclude_keys: Iterable[str],
                constant: set[str], seed: object) -> str:
-    """``<differing overrides>/seed=<seed>``, or ``seed=<seed>`` when nothing else differs."""
-    skip = set(exclude_keys) | constant
+    """``<differing overrides>/seed=<seed>``, or ``seed=<seed>`` when nothing else differs.
+    An excluded key (``torch_threads``, ``device``, ...) is named after all when the sweep
+    varies it, so that such jobs do not share a directory."""
+    skip = {k for k in exclude_keys if k in constant or k == "seed"} | constant
     parsed = OverridesParser.create().parse_overrides(list(job_overrides))
     lines = sorted(o.input_line or "" for o in parsed if o.key_or_group not in skip)
     name = ",".join(lines)
@@ -61,6 +66,9 @@ def _resolve(job_overrides: Iterable[str], exclude_keys: Iterable[str], sweep_di
 
 
 def register_resolvers() -> None:
-    """Make the resolver known to OmegaConf (idempotent; every job process imports this)."""
+    """Make the resolvers known to OmegaConf (idempotent; every job process imports this):
+    this module's, and ``metarl_fresh_dir`` for the default run directory of a single run."""
     if not OmegaConf.has_resolver(RESOLVER):
         OmegaConf.register_new_resolver(RESOLVER, _resolve)
+    if not OmegaConf.has_resolver(FRESH_DIR):
+        OmegaConf.register_new_resolver(FRESH_DIR, claim_fresh_dir)

@@ -1,10 +1,18 @@
 """Files of the package and of a run: where the shipped Hydra configs live (for editable and
-non-editable installs alike), and how a run's files are written so that a crash never leaves
-one half written."""
+non-editable installs alike), how a run's files are written so that a crash never leaves one
+half written, and how a run directory is claimed so that two runs never share one."""
 
+import functools
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib.resources import files
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; the run directory is not guarded
+    fcntl = None  # type: ignore[assignment]
 
 CONFIG_DIR = Path(str(files("metarl_cli.configs")))
 
@@ -18,3 +26,41 @@ def write_atomic(path: Path, data: str | bytes) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+@functools.cache
+def claim_fresh_dir(base: str) -> str:
+    """``base``, or else ``base_2``, ``base_3``, ...: the first that did not exist, created here
+    by one atomic ``mkdir``, so that runs started in the same second never share a directory.
+    Cached, because Hydra resolves the run directory more than once in a process."""
+    Path(base).parent.mkdir(parents=True, exist_ok=True)
+    for n in range(1, 10_000):
+        path = base if n == 1 else f"{base}_{n}"
+        try:
+            os.mkdir(path)
+        except FileExistsError:
+            continue
+        return path
+    raise FileExistsError(f"{base}: 9,999 runs already started in this second")
+
+
+class RunDirInUse(RuntimeError):
+    """Another process holds the run directory's lock."""
+
+
+@contextmanager
+def run_dir_lock(run_dir: Path) -> Iterator[None]:
+    """Hold an advisory lock on the directory ``run_dir`` itself (no file is written) while
+    the block runs; :class:`RunDirInUse` if another process holds it."""
+    if fcntl is None:
+        yield
+        return
+    fd = os.open(run_dir, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunDirInUse(f"{run_dir} is in use by another process") from None
+        yield
+    finally:
+        os.close(fd)  # releases the lock

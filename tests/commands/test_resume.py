@@ -17,6 +17,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from metarl_cli.core.checkpoint import load_checkpoint, save_checkpoint
+from metarl_cli.core.paths import run_dir_lock
 
 ITERATIONS = 10
 RUN = [f"iterations={ITERATIONS}", "eval_every=4", "checkpoint_every=5", "meta_batch_size=2",
@@ -164,3 +165,38 @@ def test_a_refused_resume_leaves_the_run_as_it_was(reference: Path, tmp_path: Pa
     assert result.returncode == 2
     assert result.stderr.splitlines()[-1] == message, result.stderr
     assert {p: p.read_bytes() for p in reference.rglob("*") if p.is_file()} == files
+
+
+def test_a_new_run_is_refused_a_directory_that_holds_a_run(reference: Path,
+                                                           tmp_path: Path) -> None:
+    files = {p: p.read_bytes() for p in reference.rglob("*") if p.is_file()}
+    result = metarl("train", *RUN, "seed=5", f"hydra.run.dir={reference}", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1] == (
+        f"error: hydra.run.dir: {reference} already holds a run; continue it with metarl train "
+        f"resume={reference}, or choose another directory")
+    assert {p: p.read_bytes() for p in reference.rglob("*") if p.is_file()} == files
+
+
+def test_a_run_without_checkpoints_is_not_started_over(reference: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(reference, run)
+    shutil.rmtree(run / "checkpoints")
+    files = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    result = metarl("train", f"resume={run}", f"iterations={ITERATIONS + 2}", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "has no checkpoint to continue from" in result.stderr.splitlines()[-1]
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == files
+
+
+def test_a_second_process_may_not_train_in_a_run_directory_in_use(reference: Path,
+                                                                  tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(reference, run)
+    with run_dir_lock(run):  # as a metarl train still running there holds it
+        result = metarl("train", f"resume={run}", f"iterations={ITERATIONS + 2}", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1] == (
+        f"error: run_dir: {run} is in use by another process that trains there; wait for it "
+        "to end, or stop it first")
+    assert numbers(run) == numbers(reference)

@@ -17,9 +17,16 @@ def test_constant_keys_are_those_with_one_value() -> None:
 
 def test_subdir_keeps_what_differs_and_puts_the_seed_last() -> None:
     job = ["iterations=10", "algo.inner_lr=0.5", "seed=1", "torch_threads=1", "env=point_nav"]
-    name = run_subdir(job, ["seed", "torch_threads"], {"iterations"}, 1)
+    name = run_subdir(job, ["seed", "torch_threads"], {"iterations", "torch_threads"}, 1)
     assert name == "algo.inner_lr=0.5,env=point_nav/seed=1"
     assert run_subdir(["seed=3", "iterations=10"], ["seed"], {"iterations"}, 3) == "seed=3"
+
+
+def test_an_excluded_key_that_the_sweep_varies_is_named() -> None:
+    # torch_threads=1,2: two jobs that would otherwise both be seed=0/
+    names = {run_subdir([f"torch_threads={t}", "seed=0"], ["seed", "torch_threads"], set(), 0)
+             for t in (1, 2)}
+    assert names == {"torch_threads=1/seed=0", "torch_threads=2/seed=0"}
 
 
 def test_sweep_constants_from_multirun_yaml(tmp_path: Path) -> None:
