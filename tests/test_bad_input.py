@@ -56,8 +56,8 @@ CASES = [
     (["eval.num_tasks=0"], "eval.num_tasks: expected an integer >= 1", "", ""),
     (["eval.rollouts=0"], "eval.rollouts: expected an integer >= 1", "", ""),
     (["eval.steps=-1"], "eval.steps: expected an integer >= 0", "", ""),
-    (["seed=-1"], "seed: expected an integer >= 0", "", ""),
-    (["task_seed=abc"], "task_seed: expected an integer >= 0", "got 'abc'", ""),
+    (["seed=-1"], "seed: expected an integer in [0, 9223372036854775807]", "", ""),
+    (["task_seed=abc"], "task_seed: expected an integer in [0, 9223372036854775807]", "got 'abc'", ""),
     (["torch_threads=0"], "torch_threads: expected an integer >= 1 or null", "", ""),
     (["sampler.num_threads=-1"], "sampler.num_threads: expected an integer >= 1 or null", "",
      ""),
@@ -95,6 +95,10 @@ def metarl(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str
     (["iterations=1", "eval.rollouts=0"], "error: eval.rollouts: expected an integer >= 1, "
                                           "got 0"),
     (["resume=no/such/run"], "error: resume: no/such/run is not a run directory"),
+    (["seed=99999999999999999999999"], "error: seed: expected an integer in "
+                                       "[0, 9223372036854775807], got 99999999999999999999999"),
+    (["seed=${foo}"], "error: seed: Interpolation key 'foo' not found"),
+    (["optimizer.lr=nan"], "error: optimizer.lr: expected a learning rate > 0, got nan"),
 ])
 def test_cli_refuses_with_exit_2_and_creates_nothing(tmp_path: Path, args: list[str],
                                                      message: str) -> None:

@@ -22,12 +22,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+import yaml
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from metarl_cli.commands.experiment import build_experiment, run_meta_test
 from metarl_cli.commands.train import format_curve
 from metarl_cli.core.build import ConfigError, build
 from metarl_cli.core.checkpoint import load_checkpoint, package_versions, version_changes
+from metarl_cli.core.faults import first_line
 from metarl_cli.core.paths import write_atomic
 
 USAGE = ("usage: metarl eval run=<run dir> [checkpoint=latest|<N>|<path>] "
@@ -74,8 +77,13 @@ def load_run_config(run_dir: Path, overrides: dict[str, Any]) -> DictConfig:
     if not path.is_file():
         raise ConfigError(f"run: {run_dir} has no .hydra/config.yaml; pass a directory made by "
                           "metarl train")
-    cfg = OmegaConf.load(path)
-    assert isinstance(cfg, DictConfig)
+    try:
+        cfg = OmegaConf.load(path)
+    except (OSError, yaml.YAMLError, OmegaConfBaseException) as error:
+        raise ConfigError(f"run: cannot read {path} ({first_line(error)}); pass a directory made "
+                          "by metarl train") from error
+    if not isinstance(cfg, DictConfig) or not cfg:
+        raise ConfigError(f"run: {path} holds no config; pass a directory made by metarl train")
     task_seed = overrides.pop("eval.task_seed", None)
     for given, value in overrides.items():
         key = given.lstrip("+")

@@ -86,7 +86,7 @@ def find_runs(paths: list[Path], finished: bool = True) -> list[Path]:
                             "equal budget with --budget STEPS")
         if not runs:
             raise PlotError(f"{path}: no run below it (no metrics.jsonl)")
-        found += [r for r in runs if r not in found]
+        found += [r for r in runs if r.resolve() not in {f.resolve() for f in found}]
     return found
 
 
@@ -122,7 +122,8 @@ def run_settings(run_dir: Path, group_by: list[str] | None = None) -> tuple[str,
     if group_by:
         return config_settings(run_dir, group_by)
     path = run_dir / ".hydra" / "overrides.yaml"
-    overrides = [str(o) for o in OmegaConf.load(path)] if path.is_file() else []
+    overrides = [str(o) for o in OmegaConf.to_container(OmegaConf.load(path))
+                 ] if path.is_file() else []  # as written: ${...} in a value stays unresolved
     keep = [o for o in overrides
             if o.split("=", 1)[0].lstrip("+~") not in NOT_A_SETTING and not o.startswith("hydra")]
     return tuple(sorted(keep))
@@ -357,6 +358,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if args.budget is not None and args.budget < 0:
         parser.error(f"--budget: {args.budget} is negative; give the environment steps to "
                      "compare at, e.g. --budget 16000000")
+    formats = plt.gcf().canvas.get_supported_filetypes()
+    plt.close()
+    if args.out.suffix.lstrip(".").lower() not in formats:
+        parser.error(f"--out: {args.out} needs an image suffix ({', '.join(sorted(formats))}); "
+                     "the .csv and .md go beside it")
     return args
 
 
@@ -384,7 +390,11 @@ def main(argv: list[str] | None = None) -> None:
     if not any(r.curve == "learning" for r in rows):
         print(f"note: no run has --metric {args.metric!r} in metrics.jsonl; the learning-curve "
               "panel is empty", file=sys.stderr)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        print(f"error: --out: cannot make {args.out.parent} ({error})", file=sys.stderr)
+        sys.exit(2)
     fig = figure(rows, args.metric, args.estimator, args.confidence, args.log_steps, args.budget)
     fig.savefig(args.out)
     plt.close(fig)

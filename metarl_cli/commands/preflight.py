@@ -9,13 +9,14 @@ values before the experiment is built.
 from __future__ import annotations
 
 import itertools
+import math
 import re
 from pathlib import Path
 
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import Override
+from hydra.core.override_parser.types import Glob, Override
 from hydra.errors import HydraException, MissingConfigException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -35,12 +36,15 @@ def check_settings(cfg: DictConfig) -> None:
     for key in ("eval_every", "checkpoint_every", "meta_batch_size",
                 "eval.num_tasks", "eval.rollouts", "env.horizon"):
         _check_integer(cfg, key, 1)
-    for key in ("iterations", "eval.steps", "seed", "task_seed"):
+    for key in ("iterations", "eval.steps"):
         _check_integer(cfg, key, 0)
+    for key in ("seed", "task_seed"):  # torch seeds are 64-bit
+        _check_integer(cfg, key, 0, maximum=2**63 - 1)
     for key in ("torch_threads", "sampler.num_threads"):
         _check_integer(cfg, key, 1, or_null=True)
     lr = OmegaConf.select(cfg, "optimizer.lr")
-    if lr is not None and (not isinstance(lr, int | float) or isinstance(lr, bool) or lr <= 0):
+    if lr is not None and (not isinstance(lr, int | float) or isinstance(lr, bool)
+                           or not 0 < lr < math.inf):
         raise ConfigError(f"optimizer.lr: expected a learning rate > 0, got {lr!r}")
     if cfg.device not in ("cpu", "cuda") and not str(cfg.device).startswith("cuda:"):
         raise ConfigError(f"device: expected cpu or cuda, got {cfg.device!r}")
@@ -48,13 +52,17 @@ def check_settings(cfg: DictConfig) -> None:
         raise ConfigError("device: CUDA is not available on this machine; use device=cpu")
 
 
-def _check_integer(cfg: DictConfig, key: str, minimum: int, or_null: bool = False) -> None:
-    """``key`` must hold an int (not a bool) >= ``minimum``, or null where ``or_null``."""
+def _check_integer(cfg: DictConfig, key: str, minimum: int, or_null: bool = False,
+                   maximum: int | None = None) -> None:
+    """``key`` must hold an int (not a bool) in [``minimum``, ``maximum``], or null where
+    ``or_null``."""
     value = OmegaConf.select(cfg, key)
     if value is None and or_null:
         return
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        rule = f"an integer >= {minimum}" + (" or null" if or_null else "")
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum \
+            or (maximum is not None and value > maximum):
+        rule = (f"an integer >= {minimum}" if maximum is None
+                else f"an integer in [{minimum}, {maximum}]") + (" or null" if or_null else "")
         raise ConfigError(f"{key}: expected {rule}, got {value!r}")
 
 
@@ -95,6 +103,7 @@ def compose_checked(overrides: list[str]) -> DictConfig:
             message = _unknown_key(key, overrides)
             if message:
                 raise ConfigError(message)
+    check_settings(cfg)  # values too, before Hydra creates a run directory
     return cfg
 
 
@@ -121,11 +130,11 @@ def job_overrides(overrides: list[Override], multirun: bool) -> list[list[str]] 
     for override in overrides:
         if not override.is_sweep_override():
             choices.append([override.input_line])
-        elif multirun and override.is_discrete_sweep():
+        elif multirun and override.is_discrete_sweep() and not isinstance(override.value(), Glob):
             key = override.get_key_element()
             choices.append([f"{key}={value}" for value in override.sweep_string_iterator()])
         elif multirun:
-            return None  # interval sweeps: the sweeper picks values (e.g. Optuna)
+            return None  # interval sweeps (the sweeper picks values, e.g. Optuna) and globs
         else:
             choices.append([override.input_line])  # compose explains the ambiguity
     return [list(job) for job in itertools.product(*choices)]

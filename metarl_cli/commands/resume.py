@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -75,12 +76,14 @@ def resumed_config(cfg: DictConfig, run_dir: Path, overrides: list[str]
     hydra_dir = run_dir / ".hydra"
     try:
         saved = OmegaConf.load(hydra_dir / "config.yaml")
-        saved_overrides = [str(o) for o in OmegaConf.load(hydra_dir / "overrides.yaml")]
+        saved_overrides = [str(o) for o in  # as written: ${...} in a value stays unresolved
+                           OmegaConf.to_container(OmegaConf.load(hydra_dir / "overrides.yaml"))]
         choices = OmegaConf.load(hydra_dir / "hydra.yaml").hydra.runtime.choices
-    except (OSError, OmegaConfBaseException) as error:
+        if not isinstance(saved, DictConfig) or not saved:
+            raise ValueError("config.yaml holds no config")
+    except (OSError, OmegaConfBaseException, yaml.YAMLError, ValueError, TypeError) as error:
         raise ConfigError(f"resume: cannot read {hydra_dir} ({first_line(error)}); it is not "
                           "a complete run directory") from error
-    assert isinstance(saved, DictConfig)
     changed: dict[str, str] = {}
     for override in overrides:
         key = override_key(override)

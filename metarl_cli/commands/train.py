@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 import signal
 import sys
 import time
@@ -31,7 +33,13 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from metarl_cli.commands.experiment import Experiment, build_experiment, run_meta_test
-from metarl_cli.commands.preflight import already_a_run, holds_run, override_key, preflight
+from metarl_cli.commands.preflight import (
+    already_a_run,
+    holds_run,
+    is_run_dir,
+    override_key,
+    preflight,
+)
 from metarl_cli.commands.resume import (
     checkpoint_state,
     remove_unstarted_run_dir,
@@ -166,8 +174,8 @@ def _train(cfg: DictConfig, run_dir: Path, choices: Mapping[str, str], overrides
                 save_checkpoint(state, ckpt_dir / f"iter_{iteration:06d}.pt")
         except OSError as error:
             raise RunFault(f"iteration {iteration}: cannot write a checkpoint in {ckpt_dir} "
-                           f"({error}); the previous one is intact: free the space and "
-                           f"resume with: metarl train resume={run_dir}") from error
+                           f"({error}); the previous one is intact: mend the cause (e.g. free "
+                           f"the space) and resume with: {resume_command(run_dir)}") from error
 
     try:
         with StopRequest() as stop:
@@ -223,6 +231,18 @@ def _train(cfg: DictConfig, run_dir: Path, choices: Mapping[str, str], overrides
     return Outcome(curve, iteration)
 
 
+def resume_command(run_dir: Path) -> str:
+    """The shell line that resumes ``run_dir``; a path with ``=`` (every multirun job's) or
+    spaces is quoted for Hydra and for the shell."""
+    text = str(run_dir)
+    if re.fullmatch(r"[\w./+-]+", text):
+        return f"metarl train resume={text}"
+    if not re.search(r"[\\'\"$`!]", text):
+        return f"metarl train \"resume='{text}'\""
+    hydra_value = "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    return f"metarl train {shlex.quote('resume=' + hydra_value)}"
+
+
 def trained_past_zero(run_dir: Path) -> bool:
     """The run finished, or logged a meta-training iteration (not only the first meta-test)."""
     if (run_dir / "summary.json").is_file():
@@ -257,7 +277,7 @@ def hydra_main(cfg: DictConfig) -> float:
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
-    overrides = list(hydra_cfg.overrides.task)
+    overrides = [str(o) for o in OmegaConf.to_container(hydra_cfg.overrides.task)]  # unresolved
     resume = cfg.get("resume")
     resuming = resume is not None and hydra_cfg.output_subdir is None and (
         resume == "auto" or Path(str(resume)).expanduser().resolve() == run_dir.resolve())
@@ -270,6 +290,9 @@ def hydra_main(cfg: DictConfig) -> float:
             if resume is not None and multirun:
                 raise ConfigError("resume: not available with --multirun; resume each job with "
                                   "metarl train resume=<its directory>")
+            if resume not in (None, "auto") and is_run_dir(Path(str(resume)).expanduser()):
+                raise ConfigError(f"resume: {resume} is a run, and a resumed run continues in "
+                                  f"its own directory; drop hydra.run.dir (or set it to {resume})")
             if resume not in (None, "auto"):
                 raise ConfigError(f"resume: {resume} is not a run directory (no .hydra/"
                                   "config.yaml); give the run_dir a metarl train printed, or "
@@ -296,8 +319,8 @@ def hydra_main(cfg: DictConfig) -> float:
     if outcome.stopped_by is not None:
         name = signal.Signals(outcome.stopped_by).name
         print(f"\nstopped by {name} after iteration {outcome.iteration}; checkpoint "
-              f"{run_dir / 'checkpoints' / LATEST}\nresume with: metarl train "
-              f"resume={run_dir}", file=sys.stderr, flush=True)
+              f"{run_dir / 'checkpoints' / LATEST}\nresume with: {resume_command(run_dir)}",
+              file=sys.stderr, flush=True)
         sys.exit(128 + outcome.stopped_by)
     print("\nfinal meta-test on held-out tasks (return after k adaptation steps):")
     print(format_curve(outcome.curve))

@@ -114,6 +114,10 @@ def test_missing_run_checkpoint_and_keys_are_one_line_errors(
     del config.eval["rollouts"]
     OmegaConf.save(config, old / ".hydra" / "config.yaml")
     cases.append(([f"run={old}"], "error: eval.rollouts: missing from"))
+    for name, text in [("broken", "a: [b\n"), ("list", "- 1\n")]:  # a damaged config.yaml
+        (tmp_path / name / ".hydra").mkdir(parents=True)
+        (tmp_path / name / ".hydra" / "config.yaml").write_text(text)
+        cases.append(([f"run={tmp_path / name}"], "error: run: "))
     for args, start in cases:
         err = eval_error(*args, capsys=capsys)
         assert err.startswith(start) and len(err.strip().splitlines()) == 1, (args, err)

@@ -211,3 +211,17 @@ def test_corrupt_files_are_errors_that_name_them_and_a_line_being_written_is_lef
     metrics.write_text(lines + '{"iteration": 11, "env_st\n')  # cut short, then written past
     with pytest.raises(PlotError, match=f"^{metrics}, line 4: not a JSON record"):
         load_run(run, "last")
+
+
+def test_out_needs_an_image_suffix(sweep: Path, tmp_path: Path,
+                                   capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(sweep), "--out", str(tmp_path / "table.csv")])
+    assert exit_info.value.code == 2
+    assert "--out: " in capsys.readouterr().err and not (tmp_path / "table.csv").exists()
+
+
+def test_a_run_given_twice_counts_once(sweep: Path, tmp_path: Path) -> None:
+    run = sweep / "lr=0.1" / "seed=0"
+    (tmp_path / "link").symlink_to(run)
+    assert find_runs([run, tmp_path / "link", run / ".." / "seed=0"]) == [run]

@@ -200,3 +200,13 @@ def test_a_second_process_may_not_train_in_a_run_directory_in_use(reference: Pat
         f"error: run_dir: {run} is in use by another process that trains there; wait for it "
         "to end, or stop it first")
     assert numbers(run) == numbers(reference)
+
+
+def test_resume_with_another_run_dir_says_what_conflicts(reference: Path, tmp_path: Path) -> None:
+    result = metarl("train", f"resume={reference}", f"hydra.run.dir={tmp_path / 'other'}",
+                    cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1] == (
+        f"error: resume: {reference} is a run, and a resumed run continues in its own "
+        f"directory; drop hydra.run.dir (or set it to {reference})")
+    assert not (tmp_path / "other").exists()

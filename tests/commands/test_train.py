@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -13,12 +14,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from metarl_cli.commands.experiment import build_experiment, run_meta_test
 from metarl_cli.commands.resume import checkpoint_state, restore
-from metarl_cli.commands.train import train
+from metarl_cli.commands.train import resume_command, train
 from metarl_cli.core.build import ConfigError
 from metarl_cli.core.checkpoint import Checkpoint, load_checkpoint
 from metarl_cli.core.faults import RunFault, StopRequest, check_finite
@@ -216,3 +218,13 @@ def test_a_failed_checkpoint_write_stops_the_run_keeping_the_last_one(
         train(compose_config(*IN_PROCESS, "iterations=3"), tmp_path,
               {"algo": "maml", "env": "point_nav"}, [])
     assert load_checkpoint(tmp_path / "checkpoints" / "latest.pt")["iteration"] == 1
+
+
+def test_the_resume_hint_is_a_command_that_parses() -> None:
+    assert resume_command(Path("/runs/12-00-00")) == "metarl train resume=/runs/12-00-00"
+    # a multirun job's directory has "=" in it: quoted for Hydra, then for the shell
+    assert resume_command(Path("/mr/algo.inner_lr=0.1/seed=0")) == \
+        "metarl train \"resume='/mr/algo.inner_lr=0.1/seed=0'\""
+    parsed = OverridesParser.create().parse_overrides(
+        shlex.split(resume_command(Path("/mr/it's here/seed=0")))[2:])
+    assert parsed[0].value() == "/mr/it's here/seed=0"
