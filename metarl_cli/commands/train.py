@@ -17,6 +17,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import signal
 import sys
 import time
@@ -28,6 +29,7 @@ from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
@@ -62,6 +64,7 @@ from metarl_cli.core.progress import console_progress, run_summary
 
 EXIT_BAD_INPUT = 2
 EXIT_FAULT = 1
+FAILED_JOBS = ".failed_jobs"  # in the sweep directory: one file per failed job
 
 
 @dataclass
@@ -78,6 +81,7 @@ class _Session:
     verbose: bool = False
     jobs: int = 0
     failed: list[str] = field(default_factory=list)
+    sweep_dir: Path | None = None
 
 
 SESSION = _Session()
@@ -263,11 +267,38 @@ def report_failure(error: BaseException, code: int, multirun: bool, overrides: l
     ``code``, except in a multirun, where the job is recorded and the next one runs."""
     if SESSION.verbose or os.environ.get("HYDRA_FULL_ERROR") == "1":
         traceback.print_exception(error)
-    job = f"job {HydraConfig.get().job.num} ({' '.join(overrides)}): " if multirun else ""
+    hydra_cfg = HydraConfig.get()
+    job = f"job {hydra_cfg.job.num} ({' '.join(overrides)}): " if multirun else ""
     print(f"error: {job}{error}", file=sys.stderr, flush=True)
     if not multirun:
         sys.exit(code)
     SESSION.failed.append(f"{job}{error}")
+    # for the process that launched the sweep, which a parallel launcher's jobs do not share
+    try:
+        marker = Path(hydra_cfg.sweep.dir) / FAILED_JOBS / f"job{hydra_cfg.job.num}.txt"
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(f"{job}{error}\n")
+    except OSError:
+        pass
+
+
+class SweepRecorder(Callback):
+    """A Hydra callback (``hydra.callbacks`` in configs/train.yaml): in the process that
+    launched a sweep, note its directory, where every failed job leaves a line."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        SESSION.sweep_dir = Path(str(config.hydra.sweep.dir))
+        shutil.rmtree(SESSION.sweep_dir / FAILED_JOBS, ignore_errors=True)  # an earlier sweep's
+
+
+def failed_jobs() -> list[str]:
+    """The failed jobs of the multirun this process launched, as each job's own process
+    recorded them (joblib, submitit and Ray run jobs in other processes)."""
+    if SESSION.sweep_dir is None:
+        return list(SESSION.failed)
+    found = [p.read_text().strip() for p in sorted((SESSION.sweep_dir / FAILED_JOBS).glob(
+        "job*.txt"))]
+    return found or list(SESSION.failed)
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
@@ -345,7 +376,11 @@ def main() -> None:
             sys.exit(EXIT_BAD_INPUT)
     sys.argv = [sys.argv[0], *args]
     hydra_main()
-    if SESSION.failed:
-        print(f"error: {len(SESSION.failed)} of {SESSION.jobs} multirun jobs failed (above); "
-              "the other jobs finished", file=sys.stderr)
+    failed = failed_jobs() if flags else []
+    if failed:  # SESSION.jobs counts the jobs run in this process (all, but for a parallel
+        # launcher's, whose count is not known here)
+        of = f" of {SESSION.jobs}" if SESSION.jobs >= len(failed) else ""
+        jobs = "jobs" if of or len(failed) > 1 else "job"
+        print(f"error: {len(failed)}{of} multirun {jobs} failed (above); the other jobs "
+              "finished", file=sys.stderr)
         sys.exit(EXIT_FAULT)

@@ -36,6 +36,18 @@ def hparams_of(run: Path) -> tuple[set[str], set[str]]:
     return names, metrics
 
 
+def test_a_failed_job_in_parallel_worker_processes_fails_the_sweep(tmp_path: Path) -> None:
+    # joblib runs the jobs in other processes: the count comes from the sweep directory
+    sweep = tmp_path / "sweep"
+    result = metarl("train", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *TINY,
+                    "algo.inner_lr=0.1,-1", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    assert "inner_lr must be > 0, got -1" in result.stderr
+    assert result.stderr.splitlines()[-1] == \
+        "error: 1 multirun job failed (above); the other jobs finished"
+    assert sweep_runs(sweep) == ["algo.inner_lr=0.1/seed=0"]
+
+
 def test_joblib_sweep_gives_four_readable_run_dirs_and_a_plot(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
     result = metarl("train", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *TINY,
