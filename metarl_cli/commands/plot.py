@@ -358,6 +358,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if args.budget is not None and args.budget < 0:
         parser.error(f"--budget: {args.budget} is negative; give the environment steps to "
                      "compare at, e.g. --budget 16000000")
+    if args.metric.startswith("step_") and not args.metric.removeprefix("step_").isdigit():
+        parser.error(f"--metric: {args.metric} is not step_<k> with a whole number k, e.g. "
+                     "step_1")
     formats = plt.gcf().canvas.get_supported_filetypes()
     plt.close()
     if args.out.suffix.lstrip(".").lower() not in formats:

@@ -213,12 +213,16 @@ def test_corrupt_files_are_errors_that_name_them_and_a_line_being_written_is_lef
         load_run(run, "last")
 
 
-def test_out_needs_an_image_suffix(sweep: Path, tmp_path: Path,
-                                   capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(("args", "key"), [(["--out", "table.csv"], "--out"),
+                                           (["--metric", "step_x"], "--metric")])
+def test_bad_out_and_metric_are_one_line_errors(sweep: Path, tmp_path: Path, args: list[str],
+                                                key: str,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
-        main([str(sweep), "--out", str(tmp_path / "table.csv")])
+        main([str(sweep), *[str(tmp_path / a) if a.endswith(".csv") else a for a in args]])
     assert exit_info.value.code == 2
-    assert "--out: " in capsys.readouterr().err and not (tmp_path / "table.csv").exists()
+    assert f"error: {key}: " in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == [sweep]
 
 
 def test_a_run_given_twice_counts_once(sweep: Path, tmp_path: Path) -> None:
