@@ -124,6 +124,10 @@ def _unknown_key(key: str, overrides: list[str]) -> str | None:
     return f"{key}: unknown key; valid {where}: {', '.join(map(str, keys))}"
 
 
+MULTIRUN_RESUME = ("resume: not available with --multirun; resume each job with "
+                   "metarl train \"resume='<its directory>'\" (quoted: its name holds =)")
+
+
 def job_overrides(overrides: list[Override], multirun: bool) -> list[list[str]] | None:
     """The task overrides of every job this command line will run (None: cannot tell)."""
     choices: list[list[str]] = []
@@ -158,8 +162,7 @@ def preflight(args: list[str], multirun: bool) -> list[str]:
     task = [o for o in parsed if not o.is_hydra_override()]
     resume = next((o for o in reversed(task) if o.key_or_group == "resume"), None)
     if multirun and resume is not None:
-        raise ConfigError("resume: not available with --multirun; resume each job with "
-                          "metarl train resume=<its directory>")
+        raise ConfigError(MULTIRUN_RESUME)
     for job in job_overrides(task, multirun) or []:
         compose_checked(job)
     run_dir = next((str(o.value()) for o in parsed if o.key_or_group == "hydra.run.dir"), None)

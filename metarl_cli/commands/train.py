@@ -36,6 +36,7 @@ from tqdm import tqdm
 
 from metarl_cli.commands.experiment import Experiment, build_experiment, run_meta_test
 from metarl_cli.commands.preflight import (
+    MULTIRUN_RESUME,
     already_a_run,
     holds_run,
     is_run_dir,
@@ -319,8 +320,7 @@ def hydra_main(cfg: DictConfig) -> float:
             cfg, choices, overrides, write_back = resumed_config(cfg, run_dir, overrides)
         else:
             if resume is not None and multirun:
-                raise ConfigError("resume: not available with --multirun; resume each job with "
-                                  "metarl train resume=<its directory>")
+                raise ConfigError(MULTIRUN_RESUME)
             if resume not in (None, "auto") and is_run_dir(Path(str(resume)).expanduser()):
                 raise ConfigError(f"resume: {resume} is a run, and a resumed run continues in "
                                   f"its own directory; drop hydra.run.dir (or set it to {resume})")
