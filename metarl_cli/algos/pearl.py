@@ -2,8 +2,10 @@
 probabilistic task latent z inferred from context.
 
 Data collection (per meta-iteration, through the batched sampler, one policy forward per step
-for all tasks): a task seen for the first time first gets ``num_initial_steps`` with z from the
-prior; then every task of the meta-batch has its encoder data refreshed (the encoder buffer is
+for all tasks): before the first iteration every training task of a fixed task set
+(``train_tasks``, as PEARL collects its initial pool) gets ``num_initial_steps`` with z from the
+prior, and so does, with a preset that draws fresh tasks, a task seen for the first time;
+then every task of the meta-batch has its encoder data refreshed (the encoder buffer is
 cleared, as in PEARL) and gets ``num_steps_prior`` steps with z ~ prior (a fresh z per episode)
 and ``num_steps_posterior`` steps with z ~ posterior, both written to the encoder and the RL
 buffers, then ``num_extra_rl_steps_posterior`` posterior steps written to the RL buffer only.
@@ -106,7 +108,8 @@ class PEARL:
                  batch_size: int = 256, kl_lambda: float = 0.1, discount: float = 0.99,
                  soft_target_tau: float = 0.005, reward_scale: float = 5.0,
                  replay_capacity: int = 100_000, max_tasks: int = 100,
-                 deterministic_eval: bool = True, num_exp_traj_eval: int = 2) -> None:
+                 deterministic_eval: bool = True, num_exp_traj_eval: int = 2,
+                 train_tasks: Sequence[Any] | None = None) -> None:
         if not isinstance(policy, PEARLNetworks):
             raise ValueError("algo=pearl needs model=pearl (the PEARLNetworks module), got "
                              f"{type(policy).__name__}")
@@ -143,6 +146,10 @@ class PEARL:
         self.batch_size, self.kl_lambda, self.discount = batch_size, kl_lambda, discount
         self.soft_target_tau, self.reward_scale = soft_target_tau, reward_scale
         self.deterministic_eval, self.num_exp_traj_eval = deterministic_eval, num_exp_traj_eval
+        self.train_tasks = list(train_tasks or [])
+        if len(self.train_tasks) > max_tasks:
+            raise ValueError(f"max_tasks ({max_tasks}) must be >= the {len(self.train_tasks)} "
+                             "training tasks, which all get initial data")
 
         def make(params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
             return optimizer(params) if lr is None else optimizer(params, lr=lr)
@@ -166,8 +173,11 @@ class PEARL:
         steps = 0
         returns: dict[str, list[torch.Tensor]] = {"prior": [], "posterior": []}
 
-        # --- initial data: tasks seen for the first time, z from the prior ---
-        new = [t for t in unique if t not in self.rl_replay]
+        # --- initial data, z from the prior: every fixed training task before the first
+        # iteration (PEARL's initial pool), and any task seen for the first time ---
+        seen = {repr(t) for t in unique}
+        new = [t for t in [*unique, *(t for t in self.train_tasks if repr(t) not in seen)]
+               if t not in self.rl_replay]
         if new and self.num_initial_steps > 0:
             batch = self._collect(new, None, _episodes(self.num_initial_steps, horizon))
             self._store(batch, encoder=True)

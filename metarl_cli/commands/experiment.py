@@ -9,7 +9,7 @@ import torch
 from omegaconf import DictConfig
 
 from metarl_cli.commands.preflight import check_settings
-from metarl_cli.core.build import ConfigError, build
+from metarl_cli.core.build import ConfigError, accepts, build
 from metarl_cli.core.evaluation import AdaptationCurve, MetaLearner, meta_test
 from metarl_cli.core.sampler import Sampler
 from metarl_cli.core.tasks import TaskSets
@@ -41,7 +41,11 @@ def build_experiment(cfg: DictConfig) -> Experiment:
                    action_space=family.action_space).to(cfg.device)
     sampler = Sampler(family, cfg.env.horizon, cfg.seed, cfg.device)
     optimizer = build(cfg.optimizer, "optimizer")
-    learner = build(cfg.algo, "algo", policy=policy, sampler=sampler, optimizer=optimizer)
+    # a learner that wants the fixed training tasks up front (PEARL's initial data) gets them
+    tasks = {"train_tasks": task_sets.train_tasks} if accepts(cfg.algo, "algo", "train_tasks") \
+        else {}
+    learner = build(cfg.algo, "algo", policy=policy, sampler=sampler, optimizer=optimizer,
+                    **tasks)
     return Experiment(learner, sampler, task_sets, family)
 
 

@@ -36,6 +36,12 @@ def build(node: DictConfig, key: str, **runtime: Any) -> Any:
         raise ConfigError(f"{key}: {error}") from error
 
 
+def accepts(node: DictConfig, key: str, name: str) -> bool:
+    """Whether the ``_target_`` of ``node`` takes a parameter ``name``."""
+    target, _, _ = _target_and_kwargs(node, key)
+    return name in inspect.signature(target).parameters
+
+
 def check_node(node: DictConfig, key: str, runtime: set[str] | None = None) -> None:
     """Validate a ``_target_`` node without building it."""
     target, kwargs, _ = _target_and_kwargs(node, key)

@@ -28,6 +28,11 @@ class TaskSets:
         self._train_list = None if num_train_tasks is None else family.sample_tasks(
             num_train_tasks, np.random.default_rng([task_seed, 2]))
 
+    @property
+    def train_tasks(self) -> list[Any] | None:
+        """The fixed training tasks (None: the preset draws fresh tasks every meta-batch)."""
+        return None if self._train_list is None else list(self._train_list)
+
     def train_batch(self, n: int) -> list[Any]:
         """The next meta-batch of ``n`` training tasks."""
         if self._train_list is None:

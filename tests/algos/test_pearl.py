@@ -154,6 +154,22 @@ def test_state_dict_round_trip_continues_bit_identically() -> None:
         assert torch.equal(p, q)
 
 
+def test_every_fixed_training_task_gets_initial_data_before_the_first_iteration(
+        compose_config: Callable[..., DictConfig]) -> None:
+    exp = build_experiment(compose_config(
+        "algo=pearl", "env=point_robot", "model.hidden_sizes=[8]",
+        "model.encoder_hidden_sizes=[8]", "algo.num_train_steps_per_itr=1",
+        "algo.num_steps_prior=20", "algo.num_extra_rl_steps_posterior=20"))
+    pearl, tasks = exp.learner, exp.task_sets.train_tasks
+    assert tasks is not None and pearl.train_tasks == tasks and len(tasks) == 80
+    first = pearl.train_step(exp.task_sets.train_batch(5))
+    assert all(t in pearl.rl_replay and t in pearl.encoder_replay for t in tasks)
+    assert first["env_steps"] == 80 * 200 + 5 * 40  # PEARL's initial pool, then the iteration's
+    assert pearl.train_step(exp.task_sets.train_batch(5))["env_steps"] == 5 * 40
+    with pytest.raises(ValueError, match="max_tasks"):
+        make_pearl(train_tasks=tasks, max_tasks=10)
+
+
 @pytest.mark.parametrize(("kwargs", "name"), [
     ({"num_train_steps_per_itr": 0}, "num_train_steps_per_itr"),
     ({"discount": 0.0}, "discount"), ({"optimizer": None}, "optimizer"),
