@@ -27,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from metarl_cli.commands.experiment import build_experiment, run_meta_test
+from metarl_cli.commands.preflight import unknown_plain_key
 from metarl_cli.commands.train import format_curve
 from metarl_cli.core.build import ConfigError, build
 from metarl_cli.core.checkpoint import load_checkpoint, package_versions, version_changes
@@ -87,6 +88,9 @@ def load_run_config(run_dir: Path, overrides: dict[str, Any]) -> DictConfig:
     task_seed = overrides.pop("eval.task_seed", None)
     for given, value in overrides.items():
         key = given.lstrip("+")
+        typo = unknown_plain_key(key) if given.startswith("+") else None
+        if typo:  # nothing would read it
+            raise ConfigError(typo)
         if (key not in REQUIRED_KEYS and not given.startswith("+")
                 and OmegaConf.select(cfg, key, default=_ABSENT) is _ABSENT):
             raise ConfigError(f"{key}: not a key of {path}; check the spelling (eval.num_tasks, "

@@ -107,6 +107,14 @@ def compose_checked(overrides: list[str]) -> DictConfig:
     return cfg
 
 
+def unknown_plain_key(key: str) -> str | None:
+    """For ``+key``: the message when ``key`` lies in a section read key by key
+    (:data:`PLAIN_SECTIONS`) and the train config has no such key (None: fine)."""
+    if key.rpartition(".")[0] not in PLAIN_SECTIONS:
+        return None
+    return _unknown_key(key, [])
+
+
 def _unknown_key(key: str, overrides: list[str]) -> str | None:
     """The message for a key that the config composed without its overrides lacks, listing the
     keys it has (None: it has the key)."""
