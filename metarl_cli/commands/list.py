@@ -9,13 +9,15 @@ GROUPS = ("algo", "env", "model", "optimizer", "sampler", "logger", "experiment"
 
 
 def describe(path: str) -> str:
-    """A config file's first comment line (without the '# ')."""
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            if line.startswith("# @package"):
-                continue
-            return line[2:].strip() if line.startswith("# ") else ""
-    return ""
+    """A config file's first comment line (without the '# '), with '...' where the comment
+    goes on (the file has the rest)."""
+    lines = [line for line in open(path, encoding="utf-8").read().splitlines()
+             if not line.startswith("# @package")]
+    if not lines or not lines[0].startswith("# "):
+        return ""
+    first = lines[0][2:].strip()
+    goes_on = len(lines) > 1 and lines[1].startswith("# ") and not first.endswith(".")
+    return f"{first} ..." if goes_on else first
 
 
 def main() -> None:

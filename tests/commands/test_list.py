@@ -1,0 +1,17 @@
+"""`metarl list`: each choice's summary is its config's first comment line, marked where cut."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from metarl_cli.commands.list import describe
+
+
+def test_a_summary_that_goes_on_is_marked(tmp_path: Path) -> None:
+    path = tmp_path / "x.yaml"
+    path.write_text("# @package _global_\n# A long summary that\n# goes on here.\nkey: 1\n")
+    assert describe(str(path)) == "A long summary that ..."
+    path.write_text("# One sentence.\n# More detail.\nkey: 1\n")
+    assert describe(str(path)) == "One sentence."
+    path.write_text("key: 1\n")
+    assert describe(str(path)) == ""
