@@ -7,6 +7,7 @@ jobs share one console; the end-of-run summary is printed in every mode.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, TextIO
@@ -66,9 +67,8 @@ class Progress:
             self._bar.update(1)
         elif self.mode == "lines":
             kl = f"kl {metrics['optim/kl']:.4f}  " if "optim/kl" in metrics else ""
-            print(f"iter {iteration:>4}/{self.iterations}  return pre {pre:8.2f}  "
-                  f"post {post:8.2f}  {kl}{rate:9,.0f} steps/s  {seconds:5.1f}s",
-                  file=self.stream, flush=True)
+            self._print(f"iter {iteration:>4}/{self.iterations}  return pre {pre:8.2f}  "
+                        f"post {post:8.2f}  {kl}{rate:9,.0f} steps/s  {seconds:5.1f}s")
 
     def close(self) -> None:
         if self._bar is not None:
@@ -79,7 +79,14 @@ class Progress:
         if self._bar is not None:
             self._bar.write(line, file=self.stream)
         elif self.mode == "lines":
+            self._print(line)
+
+    def _print(self, line: str) -> None:
+        try:
             print(line, file=self.stream, flush=True)
+        except BrokenPipeError:  # the reader went away (`| head`): the run trains on, quietly
+            self.mode = "quiet"
+            os.dup2(os.open(os.devnull, os.O_WRONLY), self.stream.fileno())
 
 
 def console_progress(setting: str, iterations: int) -> Progress:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 
 import pytest
 
@@ -63,3 +64,13 @@ def test_run_summary_is_one_line_of_totals() -> None:
                         "env_steps": 1_600_000, "wall_clock_s": 200.0})
     assert line == ("maml on point_nav  seed 2  iterations 40  env steps 1,600,000  "
                     "wall 3m20s  (8,000 env steps/s)")
+
+
+def test_a_reader_that_goes_away_leaves_the_run_training_quietly() -> None:
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # as `metarl train | head -2` once head has its lines
+    with os.fdopen(write_end, "w") as stream:
+        progress = Progress("lines", 3, stream)
+        progress.meta_test(0, [-3.0, -1.0])  # BrokenPipeError inside, not raised
+        progress.iteration(1, {"meta_train/return_pre": -3.0}, 10, 0.1)
+        assert progress.mode == "quiet"
