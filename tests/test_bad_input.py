@@ -33,6 +33,7 @@ CASES = [
     (["algo.inner_lr=fast"], "algo.inner_lr: expected float", "got 'fast'", ""),
     (["algo.inner_lr=0"], "algo: inner_lr must be > 0", "got 0", ""),
     (["algo.max_kl=-0.1"], "algo: max_kl must be > 0", "", ""),
+    (["algo.cg_damping=-1"], "algo: cg_damping must be >= 0", "", ""),
     (["algo.gamma=1.5"], "algo: gamma must be in (0, 1]", "", ""),
     (["algo.outer_step=adam"], "algo: outer_step must be one of", "trpo", ""),
     (["algo.first_order=maybe"], "algo.first_order: expected bool", "", ""),

@@ -31,7 +31,12 @@ from metarl_cli.core.adaptation import (
     optimizer_update,
     sample_and_adapt,
 )
-from metarl_cli.core.checks import check_choice, check_positive, check_unit_interval
+from metarl_cli.core.checks import (
+    check_choice,
+    check_non_negative,
+    check_positive,
+    check_unit_interval,
+)
 from metarl_cli.core.functional import Params, PerTaskPolicy, broadcast_policy, task_distribution
 from metarl_cli.core.optim import gradient_step_kl_product, trpo_step
 from metarl_cli.core.returns import policy_gradient_advantages
@@ -142,6 +147,7 @@ class TrustRegion:
     def __post_init__(self) -> None:
         check_positive(max_kl=self.max_kl, cg_iters=self.cg_iters,
                        line_search_steps=self.line_search_steps)
+        check_non_negative(cg_damping=self.cg_damping)
         check_unit_interval(backtrack_ratio=self.backtrack_ratio, cg_subsample=self.cg_subsample)
 
     def curvature(self, rule: AdaptationRule, data: AdaptationData, second_order: bool,
