@@ -52,11 +52,15 @@ def _tensors(state: Any, prefix: str) -> Iterator[tuple[str, torch.Tensor]]:
 @contextmanager
 def numerical_guard(iteration: int, phase: str) -> Iterator[None]:
     """Numerical failures raised inside (a non-finite TRPO curvature, torch.distributions
-    refusing nan parameters) become a RunFault naming the iteration and the quantity."""
+    refusing nan parameters) and running out of memory become a RunFault naming the iteration
+    and the quantity."""
     try:
         yield
     except FloatingPointError as error:
         raise RunFault(f"iteration {iteration}: {phase}: {first_line(error)}") from error
+    except MemoryError as error:  # e.g. a horizon or batch too large for this machine
+        raise RunFault(f"iteration {iteration}: {phase}: out of memory ({first_line(error)}); "
+                       "lower env.horizon, meta_batch_size or the rollouts per task") from error
     except ValueError as error:
         found = re.match(r"Expected parameter (\w+)", str(error))
         if "invalid values" not in str(error) or not found:
