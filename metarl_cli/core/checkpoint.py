@@ -187,5 +187,7 @@ def _fsync_dir(directory: Path) -> None:
 
 
 def _first_line(error: BaseException) -> str:
+    """The error's first sentence (torch appends paragraphs of advice to its own)."""
     text = str(error).strip()
-    return text.splitlines()[0] if text else "no detail"
+    line = text.splitlines()[0] if text else "no detail"
+    return line.split(". ", 1)[0].rstrip(".")
