@@ -32,7 +32,7 @@ from metarl_cli.commands.train import format_curve
 from metarl_cli.core.build import ConfigError, build
 from metarl_cli.core.checkpoint import load_checkpoint, package_versions, version_changes
 from metarl_cli.core.faults import first_line
-from metarl_cli.core.paths import write_atomic
+from metarl_cli.core.paths import CONFIG_DIR, write_atomic
 
 USAGE = ("usage: metarl eval run=<run dir> [checkpoint=latest|<N>|<path>] "
          "[eval.num_tasks=40] [eval.steps=3] [eval.rollouts=20] [eval.task_seed=<int>] "
@@ -91,6 +91,10 @@ def load_run_config(run_dir: Path, overrides: dict[str, Any]) -> DictConfig:
         typo = unknown_plain_key(key) if given.startswith("+") else None
         if typo:  # nothing would read it
             raise ConfigError(typo)
+        if (CONFIG_DIR / key).is_dir() and not isinstance(value, dict):
+            raise ConfigError(f"{key}: eval meta-tests the run's own {key} (its checkpoint "
+                              f"belongs to it), so the choice cannot change; set keys of it "
+                              f"instead, e.g. {key}.<key>=<value>")
         if (key not in REQUIRED_KEYS and not given.startswith("+")
                 and OmegaConf.select(cfg, key, default=_ABSENT) is _ABSENT):
             raise ConfigError(f"{key}: not a key of {path}; check the spelling (eval.num_tasks, "

@@ -107,6 +107,7 @@ def test_missing_run_checkpoint_and_keys_are_one_line_errors(
         ([f"run={run_dir}", "checkpoint=99"], "error: checkpoint: "),
         ([f"run={run_dir}", "eval.num_taks=3"], "error: eval.num_taks: not a key of"),
         ([f"run={run_dir}", "+eval.num_taks=3"], "error: eval.num_taks: unknown key; valid "),
+        ([f"run={run_dir}", "algo=pearl"], "error: algo: eval meta-tests the run's own algo"),
     ]
     old = tmp_path / "old"
     shutil.copytree(run_dir / ".hydra", old / ".hydra")
