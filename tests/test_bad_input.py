@@ -97,6 +97,7 @@ def metarl(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str
     (["iterations=1", "eval.rollouts=0"], "error: eval.rollouts: expected an integer >= 1, "
                                           "got 0"),
     (["resume=no/such/run"], "error: resume: no/such/run is not a run directory"),
+    (["resume="], "error: resume: empty; give the run_dir"),
     (["seed=99999999999999999999999"], "error: seed: expected an integer in "
                                        "[0, 9223372036854775807], got 99999999999999999999999"),
     (["seed=${foo}"], "error: seed: Interpolation key 'foo' not found"),

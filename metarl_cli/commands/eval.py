@@ -66,6 +66,8 @@ def parse_args(args: list[str]) -> tuple[Path, str, dict[str, Any]]:
                           f" ({USAGE})")
     run_dir = Path(str(overrides.pop("run"))).expanduser()
     checkpoint = str(overrides.pop("checkpoint", "latest"))
+    if not checkpoint:
+        raise ConfigError("checkpoint: empty; give latest, an iteration number or a path")
     return run_dir, checkpoint, overrides
 
 

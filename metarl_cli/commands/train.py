@@ -321,6 +321,9 @@ def hydra_main(cfg: DictConfig) -> float:
         else:
             if resume is not None and multirun:
                 raise ConfigError(MULTIRUN_RESUME)
+            if resume == "":
+                raise ConfigError("resume: empty; give the run_dir a metarl train printed, or "
+                                  "resume=auto")
             if resume not in (None, "auto") and is_run_dir(Path(str(resume)).expanduser()):
                 raise ConfigError(f"resume: {resume} is a run, and a resumed run continues in "
                                   f"its own directory; drop hydra.run.dir (or set it to {resume})")

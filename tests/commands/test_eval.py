@@ -108,6 +108,7 @@ def test_missing_run_checkpoint_and_keys_are_one_line_errors(
         ([f"run={run_dir}", "eval.num_taks=3"], "error: eval.num_taks: not a key of"),
         ([f"run={run_dir}", "+eval.num_taks=3"], "error: eval.num_taks: unknown key; valid "),
         ([f"run={run_dir}", "algo=pearl"], "error: algo: eval meta-tests the run's own algo"),
+        ([f"run={run_dir}", "checkpoint="], "error: checkpoint: empty"),
     ]
     old = tmp_path / "old"
     shutil.copytree(run_dir / ".hydra", old / ".hydra")
