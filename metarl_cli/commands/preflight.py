@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import math
 import re
+import shlex
 from pathlib import Path
 
 import torch
@@ -196,8 +197,20 @@ def holds_run(path: Path) -> bool:
 
 
 def already_a_run(path: Path) -> str:
-    return (f"hydra.run.dir: {path} already holds a run; continue it with metarl train "
-            f"resume={path}, or choose another directory")
+    return (f"hydra.run.dir: {path} already holds a run; continue it with "
+            f"{resume_command(path)}, or choose another directory")
+
+
+def resume_command(run_dir: Path) -> str:
+    """The shell line that resumes ``run_dir``; a path with ``=`` (every multirun job's) or
+    spaces is quoted for Hydra and for the shell."""
+    text = str(run_dir)
+    if re.fullmatch(r"[\w./+-]+", text):
+        return f"metarl train resume={text}"
+    if not re.search(r"[\\'\"$`!]", text):
+        return f"metarl train \"resume='{text}'\""
+    hydra_value = "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    return f"metarl train {shlex.quote('resume=' + hydra_value)}"
 
 
 def find_resumable(resume: str, overrides: list[str], run_dir: str | None) -> Path | None:

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import shlex
 import shutil
 import signal
 import sys
@@ -42,6 +40,7 @@ from metarl_cli.commands.preflight import (
     is_run_dir,
     override_key,
     preflight,
+    resume_command,
 )
 from metarl_cli.commands.resume import (
     checkpoint_state,
@@ -234,18 +233,6 @@ def _train(cfg: DictConfig, run_dir: Path, choices: Mapping[str, str], overrides
     }
     logger.finish(summary, hparams(cfg, choices, overrides), curve)
     return Outcome(curve, iteration)
-
-
-def resume_command(run_dir: Path) -> str:
-    """The shell line that resumes ``run_dir``; a path with ``=`` (every multirun job's) or
-    spaces is quoted for Hydra and for the shell."""
-    text = str(run_dir)
-    if re.fullmatch(r"[\w./+-]+", text):
-        return f"metarl train resume={text}"
-    if not re.search(r"[\\'\"$`!]", text):
-        return f"metarl train \"resume='{text}'\""
-    hydra_value = "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
-    return f"metarl train {shlex.quote('resume=' + hydra_value)}"
 
 
 def trained_past_zero(run_dir: Path) -> bool:

@@ -19,8 +19,9 @@ from omegaconf import DictConfig
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from metarl_cli.commands.experiment import build_experiment, run_meta_test
+from metarl_cli.commands.preflight import resume_command
 from metarl_cli.commands.resume import checkpoint_state, restore
-from metarl_cli.commands.train import resume_command, train
+from metarl_cli.commands.train import train
 from metarl_cli.core.build import ConfigError
 from metarl_cli.core.checkpoint import Checkpoint, load_checkpoint
 from metarl_cli.core.faults import RunFault, StopRequest, check_finite
