@@ -118,3 +118,15 @@ def test_verbose_shows_the_traceback(tmp_path: Path) -> None:
     assert "Traceback" in result.stderr
     assert result.stderr.splitlines()[-1] == \
         "error: eval.num_tasks: expected an integer >= 1, got -3"
+
+
+def test_a_sweep_into_a_directory_that_holds_runs_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "sweep" / "seed=0").mkdir(parents=True)
+    (tmp_path / "sweep" / "seed=0" / "metrics.jsonl").write_text("{}\n")
+    result = metarl("train", "-m", "seed=0,1", f"hydra.sweep.dir={tmp_path / 'sweep'}",
+                    cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"error: hydra.sweep.dir: {tmp_path / 'sweep'} already "
+                                    "holds runs of another sweep")
+    assert sorted(p.name for p in (tmp_path / "sweep").rglob("*")) == ["metrics.jsonl",
+                                                                       "seed=0"]

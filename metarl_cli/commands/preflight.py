@@ -175,6 +175,13 @@ def preflight(args: list[str], multirun: bool) -> list[str]:
     for job in job_overrides(task, multirun) or []:
         compose_checked(job)
     run_dir = next((str(o.value()) for o in parsed if o.key_or_group == "hydra.run.dir"), None)
+    sweep_dir = next((str(o.value()) for o in parsed if o.key_or_group == "hydra.sweep.dir"),
+                     None)
+    if multirun and sweep_dir is not None and Path(sweep_dir).is_dir() \
+            and any(Path(sweep_dir).rglob("metrics.jsonl")):
+        raise ConfigError(f"hydra.sweep.dir: {sweep_dir} already holds runs of another sweep; "
+                          "choose another directory (Hydra would write the new jobs' settings "
+                          "over theirs)")
     if resume is None or resume.value() is None:
         if run_dir is not None and not multirun and holds_run(Path(run_dir)):
             raise ConfigError(already_a_run(Path(run_dir)))
