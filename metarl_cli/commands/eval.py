@@ -22,17 +22,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 
 from metarl_cli.commands.experiment import build_experiment, run_meta_test
 from metarl_cli.commands.preflight import unknown_plain_key
 from metarl_cli.commands.train import format_curve
 from metarl_cli.core.build import ConfigError, build
 from metarl_cli.core.checkpoint import load_checkpoint, package_versions, version_changes
-from metarl_cli.core.faults import first_line
-from metarl_cli.core.paths import CONFIG_DIR, write_atomic
+from metarl_cli.core.paths import CONFIG_DIR, read_saved_config, write_atomic
 
 USAGE = ("usage: metarl eval run=<run dir> [checkpoint=latest|<N>|<path>] "
          "[eval.num_tasks=40] [eval.steps=3] [eval.rollouts=20] [eval.task_seed=<int>] "
@@ -81,12 +78,9 @@ def load_run_config(run_dir: Path, overrides: dict[str, Any]) -> DictConfig:
         raise ConfigError(f"run: {run_dir} has no .hydra/config.yaml; pass a directory made by "
                           "metarl train")
     try:
-        cfg = OmegaConf.load(path)
-    except (OSError, yaml.YAMLError, OmegaConfBaseException) as error:
-        raise ConfigError(f"run: cannot read {path} ({first_line(error)}); pass a directory made "
-                          "by metarl train") from error
-    if not isinstance(cfg, DictConfig) or not cfg:
-        raise ConfigError(f"run: {path} holds no config; pass a directory made by metarl train")
+        cfg = read_saved_config(path)
+    except ValueError as error:
+        raise ConfigError(f"run: {error}; pass a directory made by metarl train") from error
     task_seed = overrides.pop("eval.task_seed", None)
     for given, value in overrides.items():
         key = given.lstrip("+")

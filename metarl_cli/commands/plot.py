@@ -31,10 +31,12 @@ from typing import Any
 import matplotlib
 import numpy as np
 
+from metarl_cli.core.paths import read_saved_overrides
 from metarl_cli.core.stats import ESTIMATORS, bootstrap_ci
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.backend_bases import FigureCanvasBase  # noqa: E402
 from matplotlib.ticker import EngFormatter  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
@@ -122,8 +124,7 @@ def run_settings(run_dir: Path, group_by: list[str] | None = None) -> tuple[str,
     if group_by:
         return config_settings(run_dir, group_by)
     path = run_dir / ".hydra" / "overrides.yaml"
-    overrides = [str(o) for o in OmegaConf.to_container(OmegaConf.load(path))
-                 ] if path.is_file() else []  # as written: ${...} in a value stays unresolved
+    overrides = read_saved_overrides(path) if path.is_file() else []
     keep = [o for o in overrides
             if o.split("=", 1)[0].lstrip("+~") not in NOT_A_SETTING and not o.startswith("hydra")]
     return tuple(sorted(keep))
@@ -361,8 +362,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if args.metric.startswith("step_") and not args.metric.removeprefix("step_").isdigit():
         parser.error(f"--metric: {args.metric} is not step_<k> with a whole number k, e.g. "
                      "step_1")
-    formats = plt.gcf().canvas.get_supported_filetypes()
-    plt.close()
+    formats = FigureCanvasBase.get_supported_filetypes()
     if args.out.suffix.lstrip(".").lower() not in formats:
         parser.error(f"--out: {args.out} needs an image suffix ({', '.join(sorted(formats))}); "
                      "the .csv and .md go beside it")

@@ -24,7 +24,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from metarl_cli.core.build import ConfigError
 from metarl_cli.core.faults import first_line
-from metarl_cli.core.paths import CONFIG_DIR
+from metarl_cli.core.paths import CONFIG_DIR, read_saved_overrides
 
 
 def check_settings(cfg: DictConfig) -> None:
@@ -230,8 +230,10 @@ def find_resumable(resume: str, overrides: list[str], run_dir: str | None) -> Pa
         return Path(run_dir).resolve() if is_run_dir(Path(run_dir)) else None
     wanted = sorted(o for o in overrides if override_key(o) != "resume")
     for path in sorted(Path("outputs").glob("*/*/.hydra/overrides.yaml"), reverse=True):
-        saved = OmegaConf.to_container(OmegaConf.load(path))
-        if isinstance(saved, list) and \
-                sorted(str(o) for o in saved if override_key(str(o)) != "resume") == wanted:
+        try:
+            saved = read_saved_overrides(path)
+        except ValueError:
+            continue
+        if sorted(o for o in saved if override_key(o) != "resume") == wanted:
             return path.parent.parent.resolve()
     return None

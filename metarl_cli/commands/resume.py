@@ -22,7 +22,7 @@ from metarl_cli.core.build import ConfigError
 from metarl_cli.core.checkpoint import Checkpoint, package_versions
 from metarl_cli.core.evaluation import AdaptationCurve
 from metarl_cli.core.faults import first_line
-from metarl_cli.core.paths import write_atomic
+from metarl_cli.core.paths import read_saved_config, read_saved_overrides, write_atomic
 
 # Keys a resumed run may change: where and how long it runs, not what it computes. The physics
 # threads change no number (tested); torch threads and the device change only floating-point
@@ -75,13 +75,10 @@ def resumed_config(cfg: DictConfig, run_dir: Path, overrides: list[str]
     a refused value is never written."""
     hydra_dir = run_dir / ".hydra"
     try:
-        saved = OmegaConf.load(hydra_dir / "config.yaml")
-        saved_overrides = [str(o) for o in  # as written: ${...} in a value stays unresolved
-                           OmegaConf.to_container(OmegaConf.load(hydra_dir / "overrides.yaml"))]
+        saved = read_saved_config(hydra_dir / "config.yaml")
+        saved_overrides = read_saved_overrides(hydra_dir / "overrides.yaml")
         choices = OmegaConf.load(hydra_dir / "hydra.yaml").hydra.runtime.choices
-        if not isinstance(saved, DictConfig) or not saved:
-            raise ValueError("config.yaml holds no config")
-    except (OSError, OmegaConfBaseException, yaml.YAMLError, ValueError, TypeError) as error:
+    except (OSError, OmegaConfBaseException, yaml.YAMLError, ValueError) as error:
         raise ConfigError(f"resume: cannot read {hydra_dir} ({first_line(error)}); it is not "
                           "a complete run directory") from error
     changed: dict[str, str] = {}

@@ -1,6 +1,7 @@
 """Files of the package and of a run: where the shipped Hydra configs live (for editable and
 non-editable installs alike), how a run's files are written so that a crash never leaves one
-half written, and how a run directory is claimed so that two runs never share one."""
+half written, how a run's saved settings are read back, and how a run directory is claimed so
+that two runs never share one."""
 
 import functools
 import os
@@ -8,6 +9,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib.resources import files
 from pathlib import Path
+
+import yaml
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 try:
     import fcntl
@@ -26,6 +31,27 @@ def write_atomic(path: Path, data: str | bytes) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def read_saved_config(path: Path) -> DictConfig:
+    """A run's ``.hydra/config.yaml``; ValueError, saying why in one line, when it cannot be
+    read or holds no config."""
+    try:
+        cfg = OmegaConf.load(path)
+    except (OSError, yaml.YAMLError, OmegaConfBaseException) as error:
+        raise ValueError(f"cannot read {path}: {error}".strip().splitlines()[0]) from error
+    if not isinstance(cfg, DictConfig) or not cfg:
+        raise ValueError(f"{path} holds no config")
+    return cfg
+
+
+def read_saved_overrides(path: Path) -> list[str]:
+    """A run's ``.hydra/overrides.yaml`` as written (a ``${...}`` in a value stays unresolved);
+    ValueError when it holds no list."""
+    saved = OmegaConf.to_container(OmegaConf.load(path))
+    if not isinstance(saved, list):
+        raise ValueError(f"{path} holds no list of overrides")
+    return [str(o) for o in saved]
 
 
 @functools.cache
