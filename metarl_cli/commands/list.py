@@ -26,7 +26,8 @@ def main() -> None:
         if not choices:
             continue
         print(f"{group}:")
+        width = max(24, *(len(choice.stem) + 2 for choice in choices))
         for choice in choices:
-            print(f"  {choice.stem:<24}{describe(str(choice))}")
+            print(f"  {choice.stem:<{width}}{describe(str(choice))}")
     print("\nuse: metarl train <group>=<choice> [key=value ...]"
           "   e.g. metarl train env=halfcheetah_dir")

@@ -9,6 +9,8 @@ _REGISTRY = {
     "metarl/AntVel-v0": ("metarl_cli.envs.locomotion:AntVelEnv", 200),
     "metarl/AntDir-v0": ("metarl_cli.envs.locomotion:AntDirEnv", 200),
     "metarl/AntGoal-v0": ("metarl_cli.envs.locomotion:AntGoalEnv", 200),
+    "metarl/Walker2dRandParams-v0": ("metarl_cli.envs.rand_params:Walker2dRandParamsEnv", 200),
+    "metarl/HopperRandParams-v0": ("metarl_cli.envs.rand_params:HopperRandParamsEnv", 200),
     "metarl/PointRobot-v0": ("metarl_cli.envs.point_robot:PointRobotEnv", 20),
     "metarl/PointRobotSparse-v0": ("metarl_cli.envs.point_robot:PointRobotSparseEnv", 20),
     "metarl/BernoulliBandit-v0": ("metarl_cli.envs.bandits:BernoulliBanditEnv", 100),

@@ -238,7 +238,7 @@ def ant_obs(qpos: np.ndarray, qvel: np.ndarray, cfrc_ext: np.ndarray,
 # ---------------------------------------------------------------- single environments
 
 
-class _TaskStep:
+class TaskStep:
     """The task API and ``step`` shared by both robots (mixed in before the gymnasium class).
 
     The robot class supplies ``_position``, ``_reward_terminated`` and ``_batch_obs``, each
@@ -280,7 +280,17 @@ class _TaskStep:
         raise NotImplementedError
 
     def set_task(self, task: Task) -> None:
-        self._target = task_targets([task], self._task_type)[0]
+        self._target = self.task_rows([task])[0]
+
+    def task_rows(self, tasks: Sequence[Any]) -> np.ndarray:
+        """The tasks as the rows the reward functions read (len(tasks), k); refuses a task of
+        another family."""
+        return task_targets(tasks, self._task_type)
+
+    def model_fields(self, tasks: Sequence[Any]) -> dict[str, np.ndarray]:
+        """Model fields whose values differ by task, each (len(tasks), ...): none here (the
+        task is in the reward); a family whose tasks change the physics names them."""
+        return {}
 
     def reset_state(self, rng: np.random.Generator, batch: tuple[int, ...] = ()
                     ) -> tuple[np.ndarray, np.ndarray]:
@@ -317,7 +327,7 @@ class _TaskStep:
         return self._get_obs(), float(reward), bool(terminated), False, info
 
 
-class _CheetahTaskEnv(_TaskStep, HalfCheetahEnv):
+class _CheetahTaskEnv(TaskStep, HalfCheetahEnv):
     """HalfCheetah-v5's model, reset and observation; the reward is the task family's."""
 
     uses_contacts = False
@@ -368,7 +378,7 @@ class _CheetahTaskEnv(_TaskStep, HalfCheetahEnv):
         return self._batch_obs(self.data)
 
 
-class _AntTaskEnv(_TaskStep, AntEnv):
+class _AntTaskEnv(TaskStep, AntEnv):
     """Ant-v5's model, reset and observation; reward and termination are the task family's."""
 
     uses_contacts = True
@@ -538,10 +548,10 @@ class AntGoalEnv(_AntTaskEnv):
 # ---------------------------------------------------------------- batched families
 
 
-class _BatchedFamily:
+class BatchedFamily:
     """The batched form of a single family environment: same model, reset and reward code."""
 
-    def __init__(self, single: _CheetahTaskEnv | _AntTaskEnv, num_threads: int | None) -> None:
+    def __init__(self, single: TaskStep, num_threads: int | None) -> None:
         self._single = single
         self.observation_space = single.observation_space
         self.action_space = single.action_space
@@ -566,9 +576,11 @@ class _BatchedFamily:
         """One environment per task; the batch size becomes ``len(tasks)``."""
         if len(tasks) == 0:
             raise ValueError("tasks must hold at least one task")
-        self._targets = task_targets(tasks, self._single._task_type)
+        self._targets = self._single.task_rows(tasks)
         if len(tasks) != self._physics.size:
             self._physics.resize(len(tasks))
+        for name, values in self._single.model_fields(tasks).items():
+            self._physics.set_model_field(name, values)
 
     def reset(self, rng: np.random.Generator) -> np.ndarray:
         """The single environment's reset distribution (``reset_state``), drawn from ``rng``."""
@@ -597,7 +609,7 @@ class _BatchedFamily:
         self._single.close()
 
 
-class BatchedHalfCheetahVel(_BatchedFamily):
+class BatchedHalfCheetahVel(BatchedFamily):
     """B HalfCheetahVel environments stepped together (see :class:`HalfCheetahVelEnv`)."""
 
     def __init__(self, velocity_range: tuple[float, float] = (0.0, 2.0),
@@ -611,7 +623,7 @@ class BatchedHalfCheetahVel(_BatchedFamily):
                                            com_velocity_reward=com_velocity_reward), num_threads)
 
 
-class BatchedHalfCheetahDir(_BatchedFamily):
+class BatchedHalfCheetahDir(BatchedFamily):
     """B HalfCheetahDir environments stepped together (see :class:`HalfCheetahDirEnv`)."""
 
     def __init__(self, ctrl_cost_weight: float = 0.05, reset_noise_scale: float = 0.1,
@@ -624,7 +636,7 @@ class BatchedHalfCheetahDir(_BatchedFamily):
                                            com_velocity_reward=com_velocity_reward), num_threads)
 
 
-class BatchedAntVel(_BatchedFamily):
+class BatchedAntVel(BatchedFamily):
     """B AntVel environments stepped together (see :class:`AntVelEnv`)."""
 
     def __init__(self, velocity_range: tuple[float, float] = (0.0, 3.0),
@@ -637,7 +649,7 @@ class BatchedAntVel(_BatchedFamily):
                                    reset_noise_scale), num_threads)
 
 
-class BatchedAntDir(_BatchedFamily):
+class BatchedAntDir(BatchedFamily):
     """B AntDir environments stepped together (see :class:`AntDirEnv`)."""
 
     def __init__(self, ctrl_cost_weight: float = 0.005, contact_cost_weight: float = 5e-4,
@@ -650,7 +662,7 @@ class BatchedAntDir(_BatchedFamily):
                                    balanced=balanced, contact_obs=contact_obs), num_threads)
 
 
-class BatchedAntGoal(_BatchedFamily):
+class BatchedAntGoal(BatchedFamily):
     """B AntGoal environments stepped together (see :class:`AntGoalEnv`)."""
 
     def __init__(self, goal_radius: float = 3.0, ctrl_cost_weight: float = 0.1,

@@ -124,6 +124,15 @@ class MujocoBatch:
                 mujoco.mj_rnePostConstraint(m, d)
                 self.cfrc_ext[i] = d.cfrc_ext
 
+    def set_model_field(self, name: str, values: np.ndarray) -> None:
+        """Give model field ``name`` (as ``MjModel`` names it) its own value in each
+        simulation, ``values`` (B, ...) in the field's shape, until the next ``resize``. No
+        constants are recomputed from it (no ``mj_setConst``), as writing ``MjModel`` does not.
+        Refused with contacts: their forces are computed with the shared ``model``."""
+        if self.contacts:
+            raise NotImplementedError("per-simulation model fields with contact forces")
+        self._require_batch().expand(name)[:] = values
+
     @property
     def size(self) -> int:
         """The number of simulations (0 after ``close``)."""

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from metarl_cli.commands.list import describe
+import pytest
+
+from metarl_cli.commands.list import describe, main
 
 
 def test_a_summary_that_goes_on_is_marked(tmp_path: Path) -> None:
@@ -15,3 +17,12 @@ def test_a_summary_that_goes_on_is_marked(tmp_path: Path) -> None:
     assert describe(str(path)) == "One sentence."
     path.write_text("key: 1\n")
     assert describe(str(path)) == ""
+
+
+def test_long_names_keep_a_gap_before_their_summary(capsys: pytest.CaptureFixture[str]) -> None:
+    main()
+    lines = capsys.readouterr().out.splitlines()
+    line = next(line for line in lines if "hopper_rand_params_pearl " in line)
+    name, _, summary = line.strip().partition(" ")
+    assert name == "hopper_rand_params_pearl"
+    assert summary.startswith(" ") and summary.strip()  # at least two spaces, then a summary

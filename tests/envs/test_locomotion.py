@@ -409,21 +409,6 @@ def test_bad_constructor_values_name_the_parameter(cls: type, kwargs: dict[str, 
         cls(**kwargs)
 
 
-@pytest.mark.parametrize(("env_id", "obs_dim"), [
-    ("metarl/HalfCheetahVel-v0", 17), ("metarl/HalfCheetahDir-v0", 17), ("metarl/AntVel-v0", 105),
-    ("metarl/AntDir-v0", 105), ("metarl/AntGoal-v0", 107),
-])
-def test_registered_ids_make_and_step(env_id: str, obs_dim: int) -> None:
-    env = gym.make(env_id)
-    assert env.spec is not None and env.spec.max_episode_steps == 200
-    env.unwrapped.set_task(env.unwrapped.sample_tasks(1, np.random.default_rng(0))[0])
-    obs, _ = env.reset(seed=0)
-    assert obs.shape == (obs_dim,)
-    obs, reward, terminated, truncated, _ = env.step(env.action_space.sample())
-    assert obs.shape == (obs_dim,) and isinstance(reward, float)
-    env.close()
-
-
 def test_serial_batch_steps_single_envs() -> None:
     batch = SerialBatch(lambda: HalfCheetahVelEnv())
     rng = np.random.default_rng(0)

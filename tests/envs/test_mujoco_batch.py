@@ -1,6 +1,7 @@
 """The batched physics layer: models compiled as MuJoCo compiles them, without its warning.
 
-(Its stepping is checked through the families in test_locomotion.py: batched equals single.)"""
+(Its stepping is checked through the families in test_locomotion.py and test_rand_params.py:
+batched equals single.)"""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import mujoco
 import numpy as np
 import pytest
 
-from metarl_cli.envs.mujoco_batch import load_model
+from metarl_cli.envs.mujoco_batch import MujocoBatch, load_model
 
 
 @pytest.mark.parametrize("xml", ["half_cheetah.xml", "ant.xml"])
@@ -32,3 +33,11 @@ def test_models_are_mujocos_compiled_ones_without_its_warning(
                 np.testing.assert_array_equal(getattr(owner_a, name), value, err_msg=name)
                 compared += 1
     assert compared > 400
+
+
+def test_per_simulation_fields_are_refused_where_contact_forces_use_the_shared_model() -> None:
+    path = str(Path(gym.__file__).parent / "envs" / "mujoco" / "assets" / "ant.xml")
+    batch = MujocoBatch(path, frame_skip=5, contacts=True, num_threads=1)
+    batch.resize(2)
+    with pytest.raises(NotImplementedError, match="contact forces"):
+        batch.set_model_field("body_mass", np.ones((2, batch.model.nbody)))
