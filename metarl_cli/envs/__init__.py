@@ -9,6 +9,7 @@ _REGISTRY = {
     "metarl/AntVel-v0": ("metarl_cli.envs.locomotion:AntVelEnv", 200),
     "metarl/AntDir-v0": ("metarl_cli.envs.locomotion:AntDirEnv", 200),
     "metarl/AntGoal-v0": ("metarl_cli.envs.locomotion:AntGoalEnv", 200),
+    "metarl/HumanoidDir-v0": ("metarl_cli.envs.humanoid:HumanoidDirEnv", 200),
     "metarl/Walker2dRandParams-v0": ("metarl_cli.envs.rand_params:Walker2dRandParamsEnv", 200),
     "metarl/HopperRandParams-v0": ("metarl_cli.envs.rand_params:HopperRandParamsEnv", 200),
     "metarl/PointRobot-v0": ("metarl_cli.envs.point_robot:PointRobotEnv", 20),

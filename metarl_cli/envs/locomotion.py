@@ -204,6 +204,15 @@ def ant_terminated(qpos: np.ndarray, qvel: np.ndarray,
     return ~(finite & (z >= healthy_z_range[0]) & (z <= healthy_z_range[1]))
 
 
+def uniform_reset(init_qpos: np.ndarray, init_qvel: np.ndarray, scale: float,
+                  rng: np.random.Generator, batch: tuple[int, ...] = ()
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """qpos and qvel + U(-scale, scale), drawn in that order with a leading ``batch`` shape (the
+    reset of gymnasium's Humanoid, Walker2d and Hopper, and of gym's older ones)."""
+    qpos = init_qpos + rng.uniform(-scale, scale, size=(*batch, init_qpos.size))
+    return qpos, init_qvel + rng.uniform(-scale, scale, size=(*batch, init_qvel.size))
+
+
 def cheetah_obs(qpos: np.ndarray, qvel: np.ndarray, com: np.ndarray | None = None) -> np.ndarray:
     """HalfCheetah-v5's default observation for a batch: qpos without x, then qvel; then the
     centre of mass ``com`` (..., 3) when given, as rllab's HalfCheetah had it."""
@@ -254,6 +263,7 @@ class TaskStep:
     uses_body_positions: ClassVar[bool]  # reads xpos
     com_obs: bool  # observes the centre of mass: reads subtree_com
     com_velocity_reward: bool  # rewards the centre of mass's velocity: reads cvel, xipos
+    physics_fields: ClassVar[tuple[str, ...]] = ()  # further MjData outputs the robot reads
     reset_noise_scale: float
     qpos_noise_std: float | None
     data: mujoco.MjData
@@ -557,7 +567,7 @@ class BatchedFamily:
         self.action_space = single.action_space
         self._physics = MujocoBatch(single.fullpath, single.frame_skip, single.uses_contacts,
                                     num_threads, single.uses_body_positions, single.com_obs,
-                                    single.com_velocity_reward)
+                                    single.com_velocity_reward, single.physics_fields)
         self._targets: np.ndarray | None = None
 
     @property

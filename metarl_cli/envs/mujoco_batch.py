@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 import mujoco
@@ -60,6 +61,9 @@ class MujocoBatch:
     bound beside ``subtree_com``, all of them the new state's. Read them before the next call,
     or copy them.
 
+    ``fields`` names further outputs to bind (e.g. ``cinert``, ``qfrc_actuator``), each an
+    attribute of that name, (B, ...) as ``MjData`` shapes it and refreshed by each call.
+
     Gymnasium's Ant computes the contact forces with ``mj_rnePostConstraint`` after ``mj_step``,
     from the data the last Runge-Kutta stage left; the batch does not, so a family with contacts
     keeps one ``MjData`` per simulation (``persistent``) and makes that call on a copy of each.
@@ -67,9 +71,12 @@ class MujocoBatch:
 
     def __init__(self, xml_path: str, frame_skip: int, contacts: bool,
                  num_threads: int | None = None, body_positions: bool = True,
-                 com: bool = False, com_velocity: bool = False) -> None:
+                 com: bool = False, com_velocity: bool = False,
+                 fields: Sequence[str] = ()) -> None:
         check_positive(frame_skip=frame_skip)
         self.model = load_model(xml_path)
+        template = mujoco.MjData(self.model)
+        self._fields = {name: getattr(template, name).shape for name in fields}
         self.frame_skip = frame_skip
         self.contacts = contacts
         self.body_positions = body_positions
@@ -89,6 +96,8 @@ class MujocoBatch:
         self.subtree_com = np.zeros((batch_size, 0, 3))
         self.cvel, self.xipos = np.zeros((batch_size, 0, 6)), np.zeros((batch_size, 0, 3))
         self.cfrc_ext = np.zeros((batch_size, m.nbody if self.contacts else 0, 6))
+        for name, shape in self._fields.items():
+            setattr(self, name, np.zeros((batch_size, *shape)))
         if batch_size == 0:
             return
         batch = mujoco_batch.Batch(m, batch_size, self.num_threads, persistent=self.contacts)
@@ -100,6 +109,8 @@ class MujocoBatch:
             self.subtree_com = batch.bind("subtree_com")
         if self.com_velocity:
             self.cvel, self.xipos = batch.bind("cvel"), batch.bind("xipos")
+        for name in self._fields:
+            setattr(self, name, batch.bind(name))
         self._batch = batch
 
     def reset(self, qpos: np.ndarray, qvel: np.ndarray) -> None:

@@ -42,6 +42,7 @@ from metarl_cli.envs.locomotion import (
     _check_finite,
     _check_nonnegative,
     ctrl_cost,
+    uniform_reset,
 )
 
 # The randomised fields and the base of each one's multiplier, in the order they are drawn.
@@ -139,9 +140,7 @@ class _RandomParamsEnv(TaskStep):
     def reset_state(self, rng: np.random.Generator, batch: tuple[int, ...] = ()
                     ) -> tuple[np.ndarray, np.ndarray]:
         """qpos and qvel + U(-s, s), drawn in that order, s = ``reset_noise_scale``."""
-        s, nq, nv = self.reset_noise_scale, self.model.nq, self.model.nv
-        qpos = self.init_qpos + rng.uniform(-s, s, size=(*batch, nq))
-        return qpos, self.init_qvel + rng.uniform(-s, s, size=(*batch, nv))
+        return uniform_reset(self.init_qpos, self.init_qvel, self.reset_noise_scale, rng, batch)
 
     def _position(self, state: Any) -> np.ndarray:
         return state.qpos[..., :1]  # the root's slide joint along x

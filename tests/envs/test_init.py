@@ -11,6 +11,7 @@ from metarl_cli.envs import _REGISTRY
 
 OBS_DIMS = {"metarl/HalfCheetahVel-v0": 17, "metarl/HalfCheetahDir-v0": 17,
             "metarl/AntVel-v0": 105, "metarl/AntDir-v0": 105, "metarl/AntGoal-v0": 107,
+            "metarl/HumanoidDir-v0": 376,
             "metarl/Walker2dRandParams-v0": 17, "metarl/HopperRandParams-v0": 11}
 
 

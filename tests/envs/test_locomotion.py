@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 import gymnasium as gym
@@ -226,19 +227,6 @@ def test_cheetah_com_velocity_reward_is_rllabs_body_comvel() -> None:
 # ---------------------------------------------------------------- batched equals single
 
 
-def _run_batched(batched: Any, tasks: list[Any], seed: int, steps: int
-                 ) -> tuple[np.ndarray, list[tuple[np.ndarray, ...]]]:
-    batched.set_tasks(tasks)
-    obs = batched.reset(np.random.default_rng(seed))
-    rng = np.random.default_rng(seed + 1)
-    low, high = batched.action_space.low, batched.action_space.high
-    outputs = []
-    for _ in range(steps):
-        actions = rng.uniform(1.5 * low, 1.5 * high, size=(len(tasks), *low.shape))
-        outputs.append((actions, *batched.step(actions)))
-    return obs, outputs
-
-
 # The ant case narrows the healthy height so that some steps terminate and some do not.
 EQUALITY_CASES = [(*pair, {}) for pair in PAIRS] + [
     (AntDirEnv, BatchedAntDir, {"healthy_z_range": (0.2, 0.65)}),
@@ -257,47 +245,40 @@ EQUALITY_CASES = [(*pair, {}) for pair in PAIRS] + [
                               "HalfCheetahVelEnv-com_obs", "HalfCheetahDirEnv-rllab_reset",
                               "HalfCheetahDirEnv-rllab_env", "HalfCheetahVelEnv-com_velocity",
                               "AntDirEnv-pearl"])
-def test_batched_equals_single(single_cls: type, batched_cls: type, kwargs: dict[str, Any]
-                               ) -> None:
+def test_batched_equals_single(single_cls: type, batched_cls: type, kwargs: dict[str, Any],
+                               batched_vs_single: SimpleNamespace) -> None:
     batched = batched_cls(num_threads=2, **kwargs)
     tasks = batched.sample_tasks(3, np.random.default_rng(11))
-    obs0, outputs = _run_batched(batched, tasks, seed=4, steps=30)
+    obs0, outputs = batched_vs_single.run(batched, tasks, seed=4, steps=30)
 
     # The batched reset is gymnasium's distribution drawn from the passed generator, in this order.
-    singles = [single_cls(**kwargs) for _ in tasks]
-    rng, noise = np.random.default_rng(4), singles[0].reset_noise_scale
-    nq, nv = singles[0].model.nq, singles[0].model.nv
-    qpos = singles[0].init_qpos + (rng.uniform(-noise, noise, size=(3, nq))
-                                   if "qpos_noise_std" not in kwargs
-                                   else kwargs["qpos_noise_std"] * rng.standard_normal((3, nq)))
-    qvel = singles[0].init_qvel + noise * rng.standard_normal((3, nv))
-    for i, (env, task) in enumerate(zip(singles, tasks, strict=True)):
-        env.reset(seed=i)
-        env.set_task(task)
-        env.set_state(qpos[i], qvel[i])
-    np.testing.assert_allclose(obs0, np.stack([env._get_obs() for env in singles]),
-                               rtol=0, atol=1e-10)
+    model = single_cls(**kwargs)
+    rng, noise = np.random.default_rng(4), model.reset_noise_scale
+    nq, nv = model.model.nq, model.model.nv
+    qpos = model.init_qpos + (rng.uniform(-noise, noise, size=(3, nq))
+                              if "qpos_noise_std" not in kwargs
+                              else kwargs["qpos_noise_std"] * rng.standard_normal((3, nq)))
+    qvel = model.init_qvel + noise * rng.standard_normal((3, nv))
+    singles = batched_vs_single.start(lambda: single_cls(**kwargs), tasks, qpos, qvel, obs0)
 
-    for actions, obs, rewards, terminated in outputs:
+    for _, obs, rewards, terminated in outputs:
         assert obs.shape == (3, *batched.observation_space.shape) and obs.dtype == np.float64
         assert rewards.shape == (3,) and rewards.dtype == np.float64
         assert terminated.shape == (3,) and terminated.dtype == bool
-        results = [env.step(a) for env, a in zip(singles, actions, strict=True)]
-        np.testing.assert_allclose(obs, np.stack([r[0] for r in results]), rtol=0, atol=1e-10)
-        np.testing.assert_allclose(rewards, [r[1] for r in results], rtol=0, atol=1e-10)
-        np.testing.assert_array_equal(terminated, [r[2] for r in results])
+    batched_vs_single.replay(outputs, singles)
     if "healthy_z_range" in kwargs:
         assert 0 < np.mean([out[3] for out in outputs]) < 1
     batched.close()
 
 
 @pytest.mark.parametrize("batched_cls", [BatchedHalfCheetahVel, BatchedAntGoal])
-def test_batched_results_do_not_depend_on_num_threads(batched_cls: type) -> None:
+def test_batched_results_do_not_depend_on_num_threads(
+        batched_cls: type, batched_vs_single: SimpleNamespace) -> None:
     runs = []
     for num_threads in (1, 2):
         batched = batched_cls(num_threads=num_threads)
         tasks = batched.sample_tasks(5, np.random.default_rng(0))
-        runs.append(_run_batched(batched, tasks, seed=9, steps=10))
+        runs.append(batched_vs_single.run(batched, tasks, seed=9, steps=10))
         batched.close()
     (obs_a, out_a), (obs_b, out_b) = runs
     np.testing.assert_array_equal(obs_a, obs_b)

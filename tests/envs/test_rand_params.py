@@ -3,13 +3,14 @@ the model, batched equals single."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import pytest
 
 import metarl_cli.envs  # noqa: F401  (registers the gymnasium ids)
-from metarl_cli.envs.locomotion import VelocityTask
+from metarl_cli.envs.locomotion import VelocityTask, uniform_reset
 from metarl_cli.envs.mujoco_batch import load_model
 from metarl_cli.envs.rand_params import (
     PARAM_BASES,
@@ -100,44 +101,21 @@ def test_tasks_change_the_dynamics_and_come_only_from_the_passed_rng(single_cls:
     assert np.abs(finals[0] - finals[1]).max() > 1e-3
 
 
-def _run_batched(batched: Any, tasks: list[Any], seed: int, steps: int
-                 ) -> tuple[np.ndarray, list[tuple[np.ndarray, ...]]]:
-    batched.set_tasks(tasks)
-    obs = batched.reset(np.random.default_rng(seed))
-    rng = np.random.default_rng(seed + 1)
-    outputs = []
-    for _ in range(steps):
-        actions = rng.uniform(-1.5, 1.5, size=(len(tasks), *batched.action_space.shape))
-        outputs.append((actions, *batched.step(actions)))
-    return obs, outputs
-
-
 @pytest.mark.parametrize(("single_cls", "batched_cls"), PAIRS, ids=IDS)
-def test_batched_equals_single(single_cls: type, batched_cls: type) -> None:
+def test_batched_equals_single(single_cls: type, batched_cls: type,
+                               batched_vs_single: SimpleNamespace) -> None:
     batched = batched_cls(num_threads=2)  # two threads against the single envs: no thread effect
-    _run_batched(batched, batched.sample_tasks(5, np.random.default_rng(1)), seed=0, steps=3)
+    first = batched.sample_tasks(5, np.random.default_rng(1))
+    batched_vs_single.run(batched, first, seed=0, steps=3)
     tasks = batched.sample_tasks(3, np.random.default_rng(11))  # after a resize: new copies
-    obs0, outputs = _run_batched(batched, tasks, seed=4, steps=40)
+    obs0, outputs = batched_vs_single.run(batched, tasks, seed=4, steps=40)
 
-    singles = [single_cls() for _ in tasks]
-    rng, noise = np.random.default_rng(4), singles[0].reset_noise_scale
-    nq, nv = singles[0].model.nq, singles[0].model.nv
-    qpos = singles[0].init_qpos + rng.uniform(-noise, noise, size=(3, nq))
-    qvel = singles[0].init_qvel + rng.uniform(-noise, noise, size=(3, nv))
-    for i, (env, task) in enumerate(zip(singles, tasks, strict=True)):
-        env.reset(seed=i)
-        env.set_task(task)
-        env.set_state(qpos[i], qvel[i])
-    np.testing.assert_allclose(obs0, np.stack([env._get_obs() for env in singles]),
-                               rtol=0, atol=1e-10)
-    ended = np.zeros(3, dtype=bool)
-    for actions, obs, rewards, terminated in outputs:
-        results = [env.step(a) for env, a in zip(singles, actions, strict=True)]
-        np.testing.assert_allclose(obs, np.stack([r[0] for r in results]), rtol=0, atol=1e-10)
-        np.testing.assert_allclose(rewards, [r[1] for r in results], rtol=0, atol=1e-10)
-        np.testing.assert_array_equal(terminated, [r[2] for r in results])
-        ended |= terminated
-    assert ended.any()  # random actions topple them: the terminations were compared too
+    model = single_cls()
+    qpos, qvel = uniform_reset(model.init_qpos, model.init_qvel, model.reset_noise_scale,
+                               np.random.default_rng(4), (3,))
+    singles = batched_vs_single.start(single_cls, tasks, qpos, qvel, obs0)
+    # random actions topple them: the terminations were compared too
+    assert batched_vs_single.replay(outputs, singles).any()
     batched.close()
 
 
