@@ -10,6 +10,7 @@ and the message says so.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -66,3 +67,25 @@ def require_optimizer(optimizer: OptimizerFactory | None, needed_by: str) -> Opt
         raise ValueError(f"optimizer: {needed_by} needs an optimizer (choose one with "
                          f"optimizer=...)")
     return optimizer
+
+
+def finite(name: str, value: float) -> float:
+    """A physical constant or weight that may be any sign: finite; returned as a float."""
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value}")
+    return float(value)
+
+
+def finite_non_negative(name: str, value: float) -> float:
+    """A cost weight or noise scale: finite and >= 0; returned as a float."""
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"{name} must be a finite number >= 0, got {value}")
+    return float(value)
+
+
+def finite_range(name: str, value: Sequence[float]) -> tuple[float, float]:
+    """A (low, high) interval with finite low < high; returned as floats."""
+    if len(value) != 2 or not (math.isfinite(value[0]) and math.isfinite(value[1])
+                               and value[0] < value[1]):
+        raise ValueError(f"{name} must be (low, high) with finite low < high, got {value}")
+    return float(value[0]), float(value[1])

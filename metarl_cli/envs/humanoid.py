@@ -32,12 +32,10 @@ from gymnasium import utils
 from gymnasium.envs.mujoco.humanoid_v5 import HumanoidEnv
 from gymnasium.spaces import Box
 
+from metarl_cli.core.checks import finite, finite_non_negative, finite_range
 from metarl_cli.envs.locomotion import (
     BatchedFamily,
     TaskStep,
-    _check_finite,
-    _check_nonnegative,
-    _check_range,
     ant_terminated,
     ctrl_cost,
     uniform_reset,
@@ -90,14 +88,14 @@ class HumanoidDirEnv(TaskStep, HumanoidEnv):
                  contact_cost_weight: float = 5e-7, contact_cost_max: float = 10.0,
                  alive_bonus: float = 5.0, healthy_z_range: tuple[float, float] = (1.0, 2.0),
                  reset_noise_scale: float = 1e-2, render_mode: str | None = None) -> None:
-        self.forward_reward_weight = _check_finite("forward_reward_weight",
+        self.forward_reward_weight = finite("forward_reward_weight",
                                                    forward_reward_weight)
-        self.ctrl_cost_weight = _check_nonnegative("ctrl_cost_weight", ctrl_cost_weight)
-        self.contact_cost_weight = _check_nonnegative("contact_cost_weight", contact_cost_weight)
-        self.contact_cost_max = _check_nonnegative("contact_cost_max", contact_cost_max)
-        self.alive_bonus = _check_finite("alive_bonus", alive_bonus)
-        self.healthy_z_range = _check_range("healthy_z_range", healthy_z_range)
-        self.reset_noise_scale = _check_nonnegative("reset_noise_scale", reset_noise_scale)
+        self.ctrl_cost_weight = finite_non_negative("ctrl_cost_weight", ctrl_cost_weight)
+        self.contact_cost_weight = finite_non_negative("contact_cost_weight", contact_cost_weight)
+        self.contact_cost_max = finite_non_negative("contact_cost_max", contact_cost_max)
+        self.alive_bonus = finite("alive_bonus", alive_bonus)
+        self.healthy_z_range = finite_range("healthy_z_range", healthy_z_range)
+        self.reset_noise_scale = finite_non_negative("reset_noise_scale", reset_noise_scale)
         HumanoidEnv.__init__(self, xml_file="humanoid.xml", frame_skip=5,
                              forward_reward_weight=self.forward_reward_weight,
                              ctrl_cost_weight=self.ctrl_cost_weight,

@@ -56,7 +56,6 @@ Choices that differ from gymnasium or are not fixed by the papers:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -68,7 +67,13 @@ from gymnasium.envs.mujoco.ant_v5 import AntEnv
 from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
 from gymnasium.spaces import Box
 
-from metarl_cli.core.checks import check_integer, check_positive
+from metarl_cli.core.checks import (
+    check_integer,
+    check_positive,
+    finite,
+    finite_non_negative,
+    finite_range,
+)
 from metarl_cli.envs.mujoco_batch import MujocoBatch, load_model
 from metarl_cli.envs.point_nav import GoalTask
 
@@ -95,28 +100,6 @@ _TARGET: dict[type, Callable[[Any], tuple[float, ...]]] = {
     DirectionTask: lambda t: (t.direction,),
     GoalTask: lambda t: tuple(t.goal),
 }
-
-
-# ---------------------------------------------------------------- parameter checks
-
-
-def _check_nonnegative(name: str, value: float) -> float:
-    if not (math.isfinite(value) and value >= 0):
-        raise ValueError(f"{name} must be a finite number >= 0, got {value}")
-    return float(value)
-
-
-def _check_finite(name: str, value: float) -> float:
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number, got {value}")
-    return float(value)
-
-
-def _check_range(name: str, value: Sequence[float]) -> tuple[float, float]:
-    if len(value) != 2 or not (math.isfinite(value[0]) and math.isfinite(value[1])
-                               and value[0] < value[1]):
-        raise ValueError(f"{name} must be (low, high) with finite low < high, got {value}")
-    return float(value[0]), float(value[1])
 
 
 # ---------------------------------------------------------------- task distributions
@@ -346,10 +329,10 @@ class _CheetahTaskEnv(TaskStep, HalfCheetahEnv):
     def __init__(self, ctrl_cost_weight: float, reset_noise_scale: float, frame_skip: int,
                  render_mode: str | None, com_obs: bool = False,
                  qpos_noise_std: float | None = None, com_velocity_reward: bool = False) -> None:
-        self.ctrl_cost_weight = _check_nonnegative("ctrl_cost_weight", ctrl_cost_weight)
-        self.reset_noise_scale = _check_nonnegative("reset_noise_scale", reset_noise_scale)
+        self.ctrl_cost_weight = finite_non_negative("ctrl_cost_weight", ctrl_cost_weight)
+        self.reset_noise_scale = finite_non_negative("reset_noise_scale", reset_noise_scale)
         self.qpos_noise_std = (None if qpos_noise_std is None
-                               else _check_nonnegative("qpos_noise_std", qpos_noise_std))
+                               else finite_non_negative("qpos_noise_std", qpos_noise_std))
         check_integer(1, frame_skip=frame_skip)
         self.com_obs = com_obs
         self.com_velocity_reward = com_velocity_reward
@@ -402,13 +385,13 @@ class _AntTaskEnv(TaskStep, AntEnv):
                  contact_force_range: tuple[float, float], reset_noise_scale: float,
                  render_mode: str | None, position_obs: bool = False,
                  contact_obs: bool = True) -> None:
-        self.ctrl_cost_weight = _check_nonnegative("ctrl_cost_weight", ctrl_cost_weight)
-        self.contact_cost_weight = _check_nonnegative("contact_cost_weight", contact_cost_weight)
-        self.survive_reward = _check_finite("survive_reward", survive_reward)
+        self.ctrl_cost_weight = finite_non_negative("ctrl_cost_weight", ctrl_cost_weight)
+        self.contact_cost_weight = finite_non_negative("contact_cost_weight", contact_cost_weight)
+        self.survive_reward = finite("survive_reward", survive_reward)
         self.healthy_z_range = (None if healthy_z_range is None
-                                else _check_range("healthy_z_range", healthy_z_range))
-        self.contact_force_range = _check_range("contact_force_range", contact_force_range)
-        self.reset_noise_scale = _check_nonnegative("reset_noise_scale", reset_noise_scale)
+                                else finite_range("healthy_z_range", healthy_z_range))
+        self.contact_force_range = finite_range("contact_force_range", contact_force_range)
+        self.reset_noise_scale = finite_non_negative("reset_noise_scale", reset_noise_scale)
         self.position_obs, self.contact_obs = position_obs, contact_obs
         AntEnv.__init__(self, ctrl_cost_weight=self.ctrl_cost_weight,
                         contact_cost_weight=self.contact_cost_weight,
@@ -448,7 +431,7 @@ class HalfCheetahVelEnv(_CheetahTaskEnv):
                  frame_skip: int = 5, render_mode: str | None = None,
                  com_obs: bool = False, qpos_noise_std: float | None = None,
                  com_velocity_reward: bool = False) -> None:
-        self.velocity_range = _check_range("velocity_range", velocity_range)
+        self.velocity_range = finite_range("velocity_range", velocity_range)
         super().__init__(ctrl_cost_weight, reset_noise_scale, frame_skip, render_mode, com_obs,
                          qpos_noise_std, com_velocity_reward)
         utils.EzPickle.__init__(self, velocity_range, ctrl_cost_weight, reset_noise_scale,
@@ -491,7 +474,7 @@ class AntVelEnv(_AntTaskEnv):
                  survive_reward: float = 0.05, healthy_z_range: tuple[float, float] = (0.2, 1.0),
                  contact_force_range: tuple[float, float] = (-1.0, 1.0),
                  reset_noise_scale: float = 0.1, render_mode: str | None = None) -> None:
-        self.velocity_range = _check_range("velocity_range", velocity_range)
+        self.velocity_range = finite_range("velocity_range", velocity_range)
         super().__init__(ctrl_cost_weight, contact_cost_weight, survive_reward, healthy_z_range,
                          contact_force_range, reset_noise_scale, render_mode)
         utils.EzPickle.__init__(self, velocity_range, ctrl_cost_weight, contact_cost_weight,
@@ -544,7 +527,7 @@ class AntGoalEnv(_AntTaskEnv):
                  reset_noise_scale: float = 0.1, render_mode: str | None = None,
                  position_obs: bool = True) -> None:
         check_positive(goal_radius=goal_radius)
-        self.goal_radius = _check_finite("goal_radius", goal_radius)
+        self.goal_radius = finite("goal_radius", goal_radius)
         super().__init__(ctrl_cost_weight, contact_cost_weight, survive_reward, healthy_z_range,
                          contact_force_range, reset_noise_scale, render_mode, position_obs)
         utils.EzPickle.__init__(self, goal_radius, ctrl_cost_weight, contact_cost_weight,

@@ -35,12 +35,10 @@ from gymnasium import utils
 from gymnasium.envs.mujoco.hopper_v5 import HopperEnv
 from gymnasium.envs.mujoco.walker2d_v5 import Walker2dEnv
 
-from metarl_cli.core.checks import check_integer, check_positive
+from metarl_cli.core.checks import check_integer, check_positive, finite, finite_non_negative
 from metarl_cli.envs.locomotion import (
     BatchedFamily,
     TaskStep,
-    _check_finite,
-    _check_nonnegative,
     ctrl_cost,
     uniform_reset,
 )
@@ -161,10 +159,10 @@ class _RandomParamsEnv(TaskStep):
 def _check_settings(env: _RandomParamsEnv, log_scale_limit: float, ctrl_cost_weight: float,
                     alive_bonus: float, reset_noise_scale: float, frame_skip: int) -> None:
     check_positive(log_scale_limit=log_scale_limit)
-    env.log_scale_limit = _check_finite("log_scale_limit", log_scale_limit)
-    env.ctrl_cost_weight = _check_nonnegative("ctrl_cost_weight", ctrl_cost_weight)
-    env.alive_bonus = _check_finite("alive_bonus", alive_bonus)
-    env.reset_noise_scale = _check_nonnegative("reset_noise_scale", reset_noise_scale)
+    env.log_scale_limit = finite("log_scale_limit", log_scale_limit)
+    env.ctrl_cost_weight = finite_non_negative("ctrl_cost_weight", ctrl_cost_weight)
+    env.alive_bonus = finite("alive_bonus", alive_bonus)
+    env.reset_noise_scale = finite_non_negative("reset_noise_scale", reset_noise_scale)
     check_integer(1, frame_skip=frame_skip)
 
 

@@ -17,6 +17,9 @@ from metarl_cli.core.checks import (
     check_non_negative,
     check_positive,
     check_unit_interval,
+    finite,
+    finite_non_negative,
+    finite_range,
 )
 
 
@@ -77,3 +80,19 @@ def test_check_choice_lists_the_choices() -> None:
     check_choice("outer_step", "trpo", ("trpo", "vpg"))
     with pytest.raises(ValueError, match=r"^outer_step must be one of trpo, vpg, got 'adam'$"):
         check_choice("outer_step", "adam", ("trpo", "vpg"))
+
+
+def test_finite_checks_return_floats_and_refuse_nan_and_infinity() -> None:
+    assert finite("alive_bonus", -2) == -2.0 and isinstance(finite("alive_bonus", -2), float)
+    assert finite_non_negative("ctrl_cost_weight", 0) == 0.0
+    assert finite_range("healthy_z_range", [1, 2]) == (1.0, 2.0)
+    for bad in (math.nan, math.inf):
+        with pytest.raises(ValueError, match=f"^alive_bonus must be a finite number, got {bad}$"):
+            finite("alive_bonus", bad)
+        with pytest.raises(ValueError, match="^ctrl_cost_weight must be a finite number >= 0"):
+            finite_non_negative("ctrl_cost_weight", bad)
+    with pytest.raises(ValueError, match="^ctrl_cost_weight must be a finite number >= 0"):
+        finite_non_negative("ctrl_cost_weight", -0.1)
+    for bad_range in ([2.0, 1.0], [1.0, 1.0], [0.0, math.inf], [1.0]):
+        with pytest.raises(ValueError, match=r"^healthy_z_range must be \(low, high\)"):
+            finite_range("healthy_z_range", bad_range)
