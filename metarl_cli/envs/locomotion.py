@@ -180,11 +180,11 @@ def contact_cost(cfrc_ext: np.ndarray, weight: float, force_range: tuple[float, 
 def ant_terminated(qpos: np.ndarray, qvel: np.ndarray,
                    healthy_z_range: tuple[float, float] | None) -> np.ndarray:
     """The torso height left ``healthy_z_range`` (None: any height) or the state is not finite."""
-    finite = np.isfinite(qpos).all(axis=-1) & np.isfinite(qvel).all(axis=-1)
+    is_finite = np.isfinite(qpos).all(axis=-1) & np.isfinite(qvel).all(axis=-1)
     if healthy_z_range is None:
-        return ~finite
+        return ~is_finite
     z = qpos[..., 2]
-    return ~(finite & (z >= healthy_z_range[0]) & (z <= healthy_z_range[1]))
+    return ~(is_finite & (z >= healthy_z_range[0]) & (z <= healthy_z_range[1]))
 
 
 def uniform_reset(init_qpos: np.ndarray, init_qvel: np.ndarray, scale: float,
