@@ -10,9 +10,10 @@ post-adaptation surrogate; the per-step mean keeps the weight on the surrogate's
 
 Inner loop and outer steps as in MAML: policy-gradient inner steps with the linear baseline,
 ``outer_step="trpo"`` (E-MAML-TRPO, the variant compared in the ProMP paper) or ``"vpg"`` (one
-step of the configured optimizer). TRPO's KL curvature: ``curvature="gradient_step"`` takes
-MAML's cheaper product through the one inner step where that is exact (the KL is MAML's, the
-exploration term does not enter it); the default ``"autograd"`` keeps earlier runs' numbers.
+step of the configured optimizer). TRPO's KL curvature: ``curvature="gradient_step"`` or
+``"closed_form"`` takes MAML's cheaper products through the one inner step where they are exact
+(the KL is MAML's, the exploration term does not enter it); the default ``"autograd"`` keeps
+earlier runs' numbers.
 """
 
 from __future__ import annotations

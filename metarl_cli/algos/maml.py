@@ -9,10 +9,12 @@ post-adaptation surrogate, differentiated through the inner steps (second order 
 ``first_order``): ``outer_step="trpo"`` takes a trust-region step (the paper's choice), ``"vpg"``
 one step of the configured torch optimizer, ``"ppo"`` ``ppo_epochs`` steps of it on the clipped
 surrogate (Schulman et al., 2017) without resampling. TRPO's KL curvature (``curvature``) is
-by default the cheaper product through the one inner gradient step where that is exact (see
-core/optim.py), else autograd's; ``cg_subsample`` < 1 takes that product on the first part of
-each task's rollouts only (rllab's ``subsample_factor``), which makes the conjugate gradient
-that much cheaper; the line search still checks the KL and the loss on all of them.
+by default the product through the one inner gradient step written out for the Gaussian MLP
+policy (policies/gaussian_curvature.py), else the same product by autograd where it is exact
+(core/optim.py), else autograd's product of the KL; ``cg_subsample`` < 1 takes the one-step
+products on the first part of each task's rollouts only (rllab's ``subsample_factor``), which
+makes the conjugate gradient that much cheaper; the line search still checks the KL and the
+loss on all of them.
 """
 
 from __future__ import annotations
@@ -58,7 +60,7 @@ class MAML:
                  inner_steps: int = 1, first_order: bool = False, outer_step: str = "trpo",
                  max_kl: float = 0.01, cg_iters: int = 10, cg_damping: float = 1e-5,
                  line_search_steps: int = 15, backtrack_ratio: float = 0.8,
-                 curvature: str = "gradient_step", cg_subsample: float = 1.0,
+                 curvature: str = "closed_form", cg_subsample: float = 1.0,
                  ppo_epochs: int = 5, clip_eps: float = 0.2,
                  gamma: float = 0.99, gae_lambda: float = 1.0,
                  optimizer: OptimizerFactory | None = None) -> None:

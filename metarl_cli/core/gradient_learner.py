@@ -42,13 +42,16 @@ from metarl_cli.core.optim import gradient_step_kl_product, trpo_step
 from metarl_cli.core.returns import policy_gradient_advantages
 from metarl_cli.core.sampler import Sampler
 from metarl_cli.core.types import EpisodeBatch
+from metarl_cli.policies.gaussian_curvature import closed_form_layout, gaussian_mlp_kl_product
 
 KLCurvature = Callable[[], Callable[[torch.Tensor], torch.Tensor]]
 Stateful = nn.Module | torch.optim.Optimizer
-# How TRPO gets the KL's Hessian-vector products: "gradient_step" uses
-# core/optim.py:gradient_step_kl_product where it is exact (one inner step with one step size)
-# and autograd elsewhere; "autograd" always differentiates the KL twice.
-CURVATURES = ("gradient_step", "autograd")
+# How TRPO gets the KL's Hessian-vector products: "closed_form" writes them out for the
+# Gaussian MLP policy (policies/gaussian_curvature.py) where that applies and is otherwise
+# "gradient_step"; "gradient_step" uses core/optim.py:gradient_step_kl_product where it is
+# exact (one inner step with one step size) and autograd elsewhere; "autograd" always
+# differentiates the KL twice.
+CURVATURES = ("closed_form", "gradient_step", "autograd")
 
 
 # ----------------------------------------------------------------------------- adaptation
@@ -94,12 +97,14 @@ class AdaptationRule:
         """theta_0 .. theta_K as functions of the policy's parameters, for the outer step."""
         return adapted_params(self.policy, data, self.step_size, second_order, self.estimator)
 
-    def kl_curvature(self, data: AdaptationData, second_order: bool, subsample: float = 1.0
-                     ) -> KLCurvature | None:
+    def kl_curvature(self, data: AdaptationData, second_order: bool, subsample: float = 1.0,
+                     closed_form: bool = False) -> KLCurvature | None:
         """The outer KL's Hessian-vector product (KL on ``data.post``) in the cheaper form of
         :func:`~metarl_cli.core.optim.gradient_step_kl_product` where it is exact: one inner
         step with one step size for all entries (the paper's setting). None elsewhere, where
-        TRPO falls back to its autograd product.
+        TRPO falls back to its autograd product. With ``closed_form`` the product is the one
+        written out for the Gaussian MLP policy where that applies (log-likelihood inner loss;
+        :func:`~metarl_cli.policies.gaussian_curvature.closed_form_layout`).
 
         With ``subsample`` < 1 the product is estimated on the first ceil(subsample * R) of
         each task's R rollouts, before and after adaptation, at the full step's point."""
@@ -109,14 +114,20 @@ class AdaptationRule:
         batch, advantages, post, old = (data.batches[0], data.advantages[0], data.post,
                                         data.post_dist)
         assert post is not None and old is not None
+        adapted_at = data.acting[-1].params
         at = None
         if subsample < 1.0:
             count = math.ceil(subsample * batch.obs.shape[1])
             batch, advantages = batch.first_rollouts(count), advantages[:, :count]
             post = post.first_rollouts(math.ceil(subsample * post.obs.shape[1]))
-            at = list(data.acting[-1].params.values())
+        if (closed_form and self.estimator == "log_likelihood"
+                and closed_form_layout(self.policy) is not None):
+            return lambda: gaussian_mlp_kl_product(self.policy, batch, advantages, lr, post,
+                                                   adapted_at, second_order)
+        if subsample < 1.0:
+            at = list(adapted_at.values())
             with torch.no_grad():
-                old = task_distribution(self.policy, data.acting[-1].params, post.obs)
+                old = task_distribution(self.policy, adapted_at, post.obs)
 
         def build() -> Callable[[torch.Tensor], torch.Tensor]:
             params = {n: p.detach().unsqueeze(0).expand(len(batch.tasks), *p.shape).clone()
@@ -154,18 +165,20 @@ class TrustRegion:
                   choice: str) -> KLCurvature | None:
         """TRPO's KL curvature for ``choice`` (one of CURVATURES): the rule's cheaper product,
         on ``cg_subsample`` of the rollouts, or None for autograd's product of the KL."""
-        return (rule.kl_curvature(data, second_order, self.cg_subsample)
-                if choice == "gradient_step" else None)
+        if choice == "autograd":
+            return None
+        return rule.kl_curvature(data, second_order, self.cg_subsample,
+                                 closed_form=choice == "closed_form")
 
 
 def check_curvature(choice: str, trust_region: TrustRegion, one_plain_step: bool) -> None:
     """``choice`` is one of CURVATURES, and a subsampled curvature (cg_subsample < 1) is
-    possible: only the gradient_step product subsamples, and it is exact (so used) only for
-    one inner step with one step size for all entries (``one_plain_step``)."""
+    possible: only the closed_form and gradient_step products subsample, and they are exact
+    (so used) only for one inner step with one step size for all entries (``one_plain_step``)."""
     check_choice("curvature", choice, CURVATURES)
-    if trust_region.cg_subsample < 1.0 and not (choice == "gradient_step" and one_plain_step):
-        raise ValueError("cg_subsample < 1 needs curvature=gradient_step with inner_steps=1 "
-                         "and learn_inner_lr=false; set cg_subsample=1.0 otherwise")
+    if trust_region.cg_subsample < 1.0 and not (choice != "autograd" and one_plain_step):
+        raise ValueError("cg_subsample < 1 needs curvature=closed_form or gradient_step with "
+                         "inner_steps=1 and learn_inner_lr=false; set cg_subsample=1.0 otherwise")
 
 
 def outer_update(params: list[torch.Tensor], loss_fn: Callable[[bool], torch.Tensor],

@@ -19,6 +19,7 @@ from torch.nn.utils import parameters_to_vector
 
 from metarl_cli.algos import maml as maml_module
 from metarl_cli.algos.maml import MAML
+from metarl_cli.core import gradient_learner
 from metarl_cli.core.adaptation import inner_step
 from metarl_cli.core.evaluation import AdaptationCurve, meta_test
 from metarl_cli.core.functional import Params, PerTaskPolicy
@@ -203,6 +204,35 @@ def test_autograd_curvature_takes_nearly_the_default_trpo_step(tasks) -> None:
     assert not torch.equal(*moved)  # two different products...
     assert torch.cosine_similarity(*moved, dim=0) > 0.999  # ...of the same curvature
     assert moved[0].norm().item() == pytest.approx(moved[1].norm().item(), rel=0.05)
+
+
+def test_default_closed_form_curvature_takes_the_gradient_step_products_step(
+        tasks, monkeypatch) -> None:
+    calls = []
+    product = gradient_learner.gaussian_mlp_kl_product
+    monkeypatch.setattr(gradient_learner, "gaussian_mlp_kl_product",
+                        lambda *a: calls.append(1) or product(*a))
+    moved = []
+    for curvature in (None, "gradient_step"):
+        maml = make_maml(**({} if curvature is None else {"curvature": curvature}))
+        before = parameters_to_vector(maml.policy.parameters()).detach().clone()
+        assert maml.train_step(tasks)["optim/accepted"] == 1.0
+        moved.append(parameters_to_vector(maml.policy.parameters()).detach() - before)
+        assert len(calls) == 1  # the default wrote the product out; gradient_step did not
+    # the same curvature up to float32 rounding, which conjugate gradient amplifies here
+    assert torch.cosine_similarity(*moved, dim=0) > 0.999
+    assert moved[0].norm().item() == pytest.approx(moved[1].norm().item(), rel=0.01)
+
+
+def test_closed_form_curvature_falls_back_where_it_does_not_apply(tasks, monkeypatch) -> None:
+    calls = []
+    product = gradient_learner.gradient_step_kl_product
+    monkeypatch.setattr(gradient_learner, "gradient_step_kl_product",
+                        lambda *a: calls.append(1) or product(*a))
+    maml = make_maml(make_policy(activation="ELU"))  # no closed form for ELU
+    assert maml.curvature == "closed_form"
+    assert maml.train_step(tasks)["optim/accepted"] == 1.0
+    assert calls == [1]
 
 
 def test_subsampled_curvature_takes_a_step_within_the_bound_near_the_full_one(tasks) -> None:
