@@ -156,6 +156,19 @@ def test_gradient_step_curvature_is_opt_in_and_takes_nearly_the_autograd_step(
     assert fast == pytest.approx(full, rel=0.05)
 
 
+@pytest.mark.usefixtures("double")
+def test_closed_form_curvature_takes_nearly_the_gradient_step_products_step(tasks) -> None:
+    moved = []
+    for curvature in ("closed_form", "gradient_step"):
+        emaml = make_emaml(curvature=curvature)
+        before = parameters_to_vector(emaml.policy.parameters()).detach().clone()
+        assert emaml.train_step(tasks)["optim/accepted"] == 1.0
+        moved.append(parameters_to_vector(emaml.policy.parameters()).detach() - before)
+    assert not torch.equal(*moved)  # two different products...
+    assert torch.cosine_similarity(*moved, dim=0) > 1 - 1e-6  # ...of the same curvature
+    assert moved[0].norm().item() == pytest.approx(moved[1].norm().item(), rel=1e-3)
+
+
 def test_state_dict_round_trips(tasks) -> None:
     source = make_emaml(outer_step="vpg", optimizer=Adam)
     source.train_step(tasks)

@@ -206,6 +206,7 @@ def test_autograd_curvature_takes_nearly_the_default_trpo_step(tasks) -> None:
     assert moved[0].norm().item() == pytest.approx(moved[1].norm().item(), rel=0.05)
 
 
+@pytest.mark.usefixtures("double")  # so that conjugate gradient has no rounding to amplify
 def test_default_closed_form_curvature_takes_the_gradient_step_products_step(
         tasks, monkeypatch) -> None:
     calls = []
@@ -219,9 +220,10 @@ def test_default_closed_form_curvature_takes_the_gradient_step_products_step(
         assert maml.train_step(tasks)["optim/accepted"] == 1.0
         moved.append(parameters_to_vector(maml.policy.parameters()).detach() - before)
         assert len(calls) == 1  # the default wrote the product out; gradient_step did not
-    # the same curvature up to float32 rounding, which conjugate gradient amplifies here
-    assert torch.cosine_similarity(*moved, dim=0) > 0.999
-    assert moved[0].norm().item() == pytest.approx(moved[1].norm().item(), rel=0.01)
+    # equal products (tests/policies/test_gaussian_curvature.py); conjugate gradient on this
+    # ill-conditioned tiny problem amplifies their rounding to about 1e-5 of the step
+    assert torch.cosine_similarity(*moved, dim=0) > 1 - 1e-6
+    assert moved[0].norm().item() == pytest.approx(moved[1].norm().item(), rel=1e-3)
 
 
 def test_closed_form_curvature_falls_back_where_it_does_not_apply(tasks, monkeypatch) -> None:
