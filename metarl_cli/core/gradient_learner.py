@@ -114,20 +114,18 @@ class AdaptationRule:
         batch, advantages, post, old = (data.batches[0], data.advantages[0], data.post,
                                         data.post_dist)
         assert post is not None and old is not None
-        adapted_at = data.acting[-1].params
         at = None
         if subsample < 1.0:
             count = math.ceil(subsample * batch.obs.shape[1])
             batch, advantages = batch.first_rollouts(count), advantages[:, :count]
             post = post.first_rollouts(math.ceil(subsample * post.obs.shape[1]))
+            at = list(data.acting[-1].params.values())
+            with torch.no_grad():
+                old = task_distribution(self.policy, data.acting[-1].params, post.obs)
         if (closed_form and self.estimator == "log_likelihood"
                 and closed_form_layout(self.policy) is not None):
             return lambda: gaussian_mlp_kl_product(self.policy, batch, advantages, lr, post,
-                                                   adapted_at, second_order)
-        if subsample < 1.0:
-            at = list(adapted_at.values())
-            with torch.no_grad():
-                old = task_distribution(self.policy, adapted_at, post.obs)
+                                                   data.acting[-1].params, second_order)
 
         def build() -> Callable[[torch.Tensor], torch.Tensor]:
             params = {n: p.detach().unsqueeze(0).expand(len(batch.tasks), *p.shape).clone()
