@@ -47,6 +47,10 @@ class Layout:
     biases: list[str]
     tanh: bool
 
+    def layers(self, params: Params) -> tuple[Tensors, Tensors]:
+        """The weights and the biases of ``params``, in layer order."""
+        return [params[k] for k in self.weights], [params[k] for k in self.biases]
+
 
 def closed_form_layout(policy: nn.Module) -> Layout | None:
     """The policy's layout if the written-out product applies to it, else None."""
@@ -153,18 +157,15 @@ def gaussian_mlp_kl_product(policy: nn.Module, batch: EpisodeBatch, advantages: 
     shapes = [p.shape for _, p in policy.named_parameters()]
     num_tasks = post.obs.shape[0]
 
-    def layers(params: Params) -> tuple[Tensors, Tensors]:
-        return [params[k] for k in layout.weights], [params[k] for k in layout.biases]
-
     # the Fisher at the adapted parameters, on the post-adaptation steps
     post_x, _, post_weight = _flat(post)
-    fisher_pass = _Pass(*layers(at), post_x, layout.tanh)
+    fisher_pass = _Pass(*layout.layers(at), post_x, layout.tanh)
     fisher_weight = (post_weight / num_tasks).unsqueeze(-1) * torch.exp(-2 * at["log_std"]
                                                                          ).unsqueeze(1)
     fisher_log_std = 2 * post_weight.sum(1, keepdim=True) / num_tasks
 
     def fisher(u: Params) -> Params:
-        _, _, dmu = fisher_pass.tangent(*layers(u))
+        _, _, dmu = fisher_pass.tangent(*layout.layers(u))
         dw, db = fisher_pass.vjp(fisher_weight * dmu)
         return {**dict(zip(layout.weights, dw, strict=True)),
                 **dict(zip(layout.biases, db, strict=True)),
@@ -193,29 +194,27 @@ def _inner_jacobian(policy: nn.Module, layout: Layout, batch: EpisodeBatch,
               for name, p in policy.named_parameters()}
     x, actions, weight = _flat(batch)
     weight = (weight * advantages.reshape(num_tasks, -1)).unsqueeze(-1)
-    net = _Pass([params[k] for k in layout.weights], [params[k] for k in layout.biases], x,
-                layout.tanh)
+    net = _Pass(*layout.layers(params), x, layout.tanh)
     inv_var = torch.exp(-2 * params["log_std"]).unsqueeze(1)  # (N, 1, act)
     residual = actions - net.output  # a - mu
     gs, curls = net.cotangents(-weight * residual * inv_var)  # d loss / d mu, backpropagated
-    weights = [params[k] for k in layout.weights]
 
     def hessian(u: Params) -> Params:
-        dw = [u[k] for k in layout.weights]
-        dzs, dhs, dmu = net.tangent(dw, [u[k] for k in layout.biases])
+        dw, db = layout.layers(u)
+        dzs, dhs, dmu = net.tangent(dw, db)
         d_log_std = u["log_std"].unsqueeze(1)
         # the loss's gradient in mu and in log-std, differentiated in the direction u
         dg = weight * inv_var * (dmu + 2 * residual * d_log_std)
         out = {"log_std": (2 * weight * residual * inv_var * (dmu + residual * d_log_std)
                            ).sum(1)}
-        for i in range(len(weights) - 1, -1, -1):
+        for i in range(len(net.weights) - 1, -1, -1):
             grad_w = torch.bmm(dg.transpose(1, 2), net.inputs[i])
             out[layout.biases[i]] = dg.sum(1)
             if i == 0:
                 out[layout.weights[i]] = grad_w
                 break
             out[layout.weights[i]] = grad_w.baddbmm_(gs[i].transpose(1, 2), dhs[i - 1])
-            dg = torch.bmm(dg, weights[i]).baddbmm_(gs[i], dw[i]).mul_(net.slopes[i - 1])
+            dg = torch.bmm(dg, net.weights[i]).baddbmm_(gs[i], dw[i]).mul_(net.slopes[i - 1])
             if layout.tanh:
                 dg.addcmul_(curls[i - 1], dzs[i - 1])
         return out

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from metarl_cli.core.adaptation import adapt_policy, mean_kl
+from metarl_cli.core.adaptation import adapt_policy, inner_step, mean_kl
 from metarl_cli.core.functional import broadcast_policy, task_distribution
 from metarl_cli.core.optim import gradient_step_kl_product
 from metarl_cli.core.types import EpisodeBatch
@@ -43,11 +43,7 @@ def autograd_product(policy: nn.Module, batch: EpisodeBatch, advantages: torch.T
     """The same product by core/optim.py's autograd route, with the KL taken at ``at``."""
     params = {n: p.detach().unsqueeze(0).expand(N, *p.shape).clone().requires_grad_()
               for n, p in policy.named_parameters()}
-    grads = torch.autograd.grad(
-        -(task_distribution(policy, params, batch.obs).log_prob(batch.actions) * advantages
-          * batch.mask).sum((1, 2)).div(batch.mask.sum((1, 2))).sum(),
-        list(params.values()), create_graph=second_order)
-    adapted = [p - LR * g for p, g in zip(params.values(), grads, strict=True)]
+    adapted = list(inner_step(policy, params, batch, advantages, LR, second_order).values())
     with torch.no_grad():
         old = task_distribution(policy, at, post.obs)
     names = list(params)
