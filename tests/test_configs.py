@@ -7,6 +7,7 @@ from collections.abc import Callable
 import pytest
 from omegaconf import DictConfig
 
+from metarl_cli.commands import experiment
 from metarl_cli.commands.experiment import build_experiment
 from metarl_cli.core.build import ConfigError
 from metarl_cli.core.paths import CONFIG_DIR
@@ -75,6 +76,7 @@ def test_gradient_based_algos_get_the_maml_protocol_on_point_nav(
     ("meta_batch_size=1.5", "meta_batch_size: expected an integer >= 1"),
     ("env.family.goal_range=-1", "env.family: goal_range must be > 0"),
     ("device=tpu", "device: expected cpu or cuda"),
+    ("keep_freed_memory=sometimes", "keep_freed_memory: expected true or false"),
 ])
 def test_bad_values_name_the_key(compose_config: Callable[..., DictConfig], override: str,
                                  message: str) -> None:
@@ -86,3 +88,13 @@ def test_more_test_tasks_than_a_fixed_list_is_refused(
         compose_config: Callable[..., DictConfig]) -> None:
     with pytest.raises(ConfigError, match="eval.num_tasks<=30"):
         build_experiment(compose_config("env=halfcheetah_vel_pearl", "eval.num_tasks=40"))
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_keep_freed_memory_is_applied_only_when_asked(
+        compose_config: Callable[..., DictConfig], monkeypatch: pytest.MonkeyPatch,
+        keep: bool) -> None:
+    calls: list[None] = []
+    monkeypatch.setattr(experiment, "keep_freed_memory", lambda: calls.append(None) or True)
+    build_experiment(compose_config(f"keep_freed_memory={str(keep).lower()}"))
+    assert len(calls) == int(keep)

@@ -6,9 +6,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from metarl_cli.commands.preflight import check_settings
+from metarl_cli.core.allocator import keep_freed_memory
 from metarl_cli.core.build import ConfigError, accepts, build
 from metarl_cli.core.evaluation import AdaptationCurve, MetaLearner, meta_test
 from metarl_cli.core.sampler import Sampler
@@ -29,6 +30,8 @@ def build_experiment(cfg: DictConfig) -> Experiment:
     check_settings(cfg)
     if cfg.torch_threads is not None:
         torch.set_num_threads(int(cfg.torch_threads))
+    if OmegaConf.select(cfg, "keep_freed_memory", default=True):  # runs saved before the key
+        keep_freed_memory()
     torch.manual_seed(cfg.seed)
     family = build(cfg.env.family, "env.family")
     try:

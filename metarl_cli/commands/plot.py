@@ -41,7 +41,8 @@ from matplotlib.ticker import EngFormatter  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
 # Overrides that do not change what a run computes: never a reason to split a group.
-NOT_A_SETTING = ("seed", "torch_threads", "progress", "device", "resume", "sampler.num_threads")
+NOT_A_SETTING = ("seed", "torch_threads", "keep_freed_memory", "progress", "device", "resume",
+                 "sampler.num_threads")
 _ABSENT = object()
 
 

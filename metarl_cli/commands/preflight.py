@@ -43,6 +43,9 @@ def check_settings(cfg: DictConfig) -> None:
         _check_integer(cfg, key, 0, maximum=2**63 - 1)
     for key in ("torch_threads", "sampler.num_threads"):
         _check_integer(cfg, key, 1, or_null=True)
+    keep = OmegaConf.select(cfg, "keep_freed_memory", default=True)
+    if not isinstance(keep, bool):
+        raise ConfigError(f"keep_freed_memory: expected true or false, got {keep!r}")
     lr = OmegaConf.select(cfg, "optimizer.lr")
     if lr is not None and (not isinstance(lr, int | float) or isinstance(lr, bool)
                            or not 0 < lr < math.inf):

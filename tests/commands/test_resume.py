@@ -148,8 +148,8 @@ def test_a_resumed_run_keeps_its_settings(reference: Path, tmp_path: Path) -> No
     assert result.returncode == 2
     assert result.stderr.startswith(f"error: resume: seed=5 differs from the settings of "
                                     f"{reference}"), result.stderr
-    assert ("only iterations, torch_threads, progress, device, sampler.num_threads may "
-            "change") in result.stderr
+    assert ("only iterations, torch_threads, progress, device, sampler.num_threads, "
+            "keep_freed_memory may change") in result.stderr
     assert sorted(p.relative_to(reference) for p in reference.rglob("*")) == before
 
 
