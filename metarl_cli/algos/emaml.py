@@ -94,15 +94,14 @@ class EMAML:
         def chain(differentiable: bool) -> list[Params]:
             return self.rule.adapted_params(data, differentiable and not self.first_order)
 
-        def loss(differentiable: bool) -> torch.Tensor:
-            return self.loss(data, chain(differentiable), credit)
-
-        def kl(differentiable: bool) -> torch.Tensor:
-            return mean_kl(self.policy, chain(differentiable)[-1], post, old)
+        def objective(differentiable: bool) -> tuple[torch.Tensor, torch.Tensor]:
+            params = chain(differentiable)
+            return (self.loss(data, params, credit),
+                    mean_kl(self.policy, params[-1], post, old))
 
         curvature = self.trust_region.curvature(self.rule, data, not self.first_order,
                                                 self.curvature)
-        metrics = outer_update(list(self.policy.parameters()), loss, kl, self.optimizer,
+        metrics = outer_update(list(self.policy.parameters()), objective, self.optimizer,
                                self.trust_region, curvature=curvature)
         return metrics | adaptation_metrics(data.all_batches())
 

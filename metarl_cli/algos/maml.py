@@ -28,9 +28,7 @@ from metarl_cli.core.adaptation import (
     LearnedStepSizes,
     StepSchedule,
     adaptation_metrics,
-    likelihood_ratio,
-    mean_kl,
-    surrogate_loss,
+    surrogate_and_kl,
 )
 from metarl_cli.core.checks import (
     check_choice,
@@ -38,7 +36,7 @@ from metarl_cli.core.checks import (
     check_unit_interval,
     require_optimizer,
 )
-from metarl_cli.core.functional import Params, PerTaskPolicy
+from metarl_cli.core.functional import PerTaskPolicy
 from metarl_cli.core.gradient_learner import (
     AdaptationRule,
     TrustRegion,
@@ -98,19 +96,13 @@ class MAML:
         # --- outer step on the post-adaptation surrogate, all tasks in one graph ---
         clip_eps = self.clip_eps if self.outer_step == "ppo" else None
 
-        def adapted(differentiable: bool) -> Params:
-            return self.rule.adapted_params(data, differentiable and not self.first_order)[-1]
-
-        def surrogate(differentiable: bool) -> torch.Tensor:
-            ratio = likelihood_ratio(self.policy, adapted(differentiable), post, old)
-            return surrogate_loss(ratio, post_adv, post.mask, clip_eps)
-
-        def kl(differentiable: bool) -> torch.Tensor:
-            return mean_kl(self.policy, adapted(differentiable), post, old)
+        def objective(differentiable: bool) -> tuple[torch.Tensor, torch.Tensor]:
+            adapted = self.rule.adapted_params(data, differentiable and not self.first_order)
+            return surrogate_and_kl(self.policy, adapted[-1], post, old, post_adv, clip_eps)
 
         curvature = self.trust_region.curvature(self.rule, data, not self.first_order,
                                                 self.curvature)
-        metrics = outer_update(self._meta_parameters(), surrogate, kl, self.optimizer,
+        metrics = outer_update(self._meta_parameters(), objective, self.optimizer,
                                self.trust_region,
                                self.ppo_epochs if self.outer_step == "ppo" else 1, curvature)
         return metrics | adaptation_metrics(data.all_batches())

@@ -199,7 +199,10 @@ def adapted_params(policy: nn.Module, data: AdaptationData, step_size: Callable[
 def likelihood_ratio(policy: nn.Module, params: Params, batch: EpisodeBatch, old: Distribution
                      ) -> torch.Tensor:
     """pi_params(a|s) / pi_old(a|s) on every step of ``batch``, (N, R, T)."""
-    new = task_distribution(policy, params, batch.obs)
+    return _ratio(task_distribution(policy, params, batch.obs), old, batch)
+
+
+def _ratio(new: Distribution, old: Distribution, batch: EpisodeBatch) -> torch.Tensor:
     return torch.exp(new.log_prob(batch.actions) - old.log_prob(batch.actions))
 
 
@@ -217,8 +220,20 @@ def surrogate_loss(ratio: torch.Tensor, advantages: torch.Tensor, mask: torch.Te
 def mean_kl(policy: nn.Module, params: Params, batch: EpisodeBatch, old: Distribution
             ) -> torch.Tensor:
     """KL(old || pi_params) averaged over each task's valid steps, then over tasks."""
-    new = task_distribution(policy, params, batch.obs)
+    return _mean_kl(task_distribution(policy, params, batch.obs), old, batch)
+
+
+def _mean_kl(new: Distribution, old: Distribution, batch: EpisodeBatch) -> torch.Tensor:
     return task_means(kl_divergence(old, new), batch.mask).mean()
+
+
+def surrogate_and_kl(policy: nn.Module, params: Params, batch: EpisodeBatch, old: Distribution,
+                     advantages: torch.Tensor, clip_eps: float | None = None
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """surrogate_loss and mean_kl of pi_params on ``batch`` from one forward pass."""
+    new = task_distribution(policy, params, batch.obs)
+    return (surrogate_loss(_ratio(new, old, batch), advantages, batch.mask, clip_eps),
+            _mean_kl(new, old, batch))
 
 
 # ----------------------------------------------------------------------------- outer update

@@ -179,26 +179,25 @@ def check_curvature(choice: str, trust_region: TrustRegion, one_plain_step: bool
                          "inner_steps=1 and learn_inner_lr=false; set cg_subsample=1.0 otherwise")
 
 
-def outer_update(params: list[torch.Tensor], loss_fn: Callable[[bool], torch.Tensor],
-                 kl_fn: Callable[[bool], torch.Tensor], optimizer: torch.optim.Optimizer | None,
-                 trust_region: TrustRegion, epochs: int = 1,
-                 curvature: KLCurvature | None = None) -> dict[str, float]:
+def outer_update(params: list[torch.Tensor],
+                 objective: Callable[[bool], tuple[torch.Tensor, torch.Tensor]],
+                 optimizer: torch.optim.Optimizer | None, trust_region: TrustRegion,
+                 epochs: int = 1, curvature: KLCurvature | None = None) -> dict[str, float]:
     """The outer step on an objective differentiated through adaptation, with its metrics.
 
     Without ``optimizer``: one TRPO step on ``params`` (``curvature`` as in trpo_step). With
-    it: ``epochs`` full-batch steps of ``optimizer`` on ``loss_fn(True)``, then the KL the
-    step moved the adapted policies by. ``loss_fn(differentiable)`` and ``kl_fn(differentiable)``
-    recompute the loss and the KL from the current parameters (see trpo_step).
+    it: ``epochs`` full-batch steps of ``optimizer`` on the loss, then the KL the step moved
+    the adapted policies by. ``objective(differentiable)`` recomputes the loss and the KL from
+    the current parameters (see trpo_step).
     """
     if optimizer is None:
-        return trpo_step(params, loss_fn, kl_fn, trust_region.max_kl, trust_region.cg_iters,
+        return trpo_step(params, objective, trust_region.max_kl, trust_region.cg_iters,
                          trust_region.cg_damping, trust_region.line_search_steps,
                          trust_region.backtrack_ratio, curvature)
-    before = optimizer_update(optimizer, lambda: loss_fn(True), epochs)
-    return {"loss/surrogate_before": before, "optim/kl": kl_fn(False).item()}
+    before = optimizer_update(optimizer, lambda: objective(True)[0], epochs)
+    return {"loss/surrogate_before": before, "optim/kl": objective(False)[1].item()}
 
 
-# ----------------------------------------------------------------------------- checkpoints
 def parts_state_dict(**parts: Stateful | None) -> dict[str, Any]:
     """A learner's checkpoint: each present part's state under its keyword (parts that are
     None are left out), so a checkpoint holds exactly what the learner was configured with."""

@@ -103,27 +103,28 @@ def gradient_step_kl_product(task_params: Sequence[torch.Tensor], adapted: Seque
 
 
 def trpo_step(params: Sequence[torch.Tensor],
-              loss_fn: Callable[[bool], torch.Tensor],
-              kl_fn: Callable[[bool], torch.Tensor],
+              objective: Callable[[bool], tuple[torch.Tensor, torch.Tensor]],
               max_kl: float, cg_iters: int = 10, cg_damping: float = 1e-5,
               line_search_steps: int = 15, backtrack_ratio: float = 0.8,
               curvature: Callable[[], Callable[[torch.Tensor], torch.Tensor]] | None = None
               ) -> dict[str, float]:
     """One constrained step on ``params`` in place; returns what happened.
 
-    ``loss_fn(differentiable)`` and ``kl_fn(differentiable)`` recompute the surrogate loss and
-    the mean KL from the current parameter values; with ``differentiable=False`` they may skip
-    building higher-order graphs (used for the line search). ``curvature()``, when given,
-    returns the KL's Hessian-vector product at the current parameters (e.g. from
-    :func:`gradient_step_kl_product`); by default it is the autograd product of ``kl_fn(True)``.
+    ``objective(differentiable)`` recomputes the surrogate loss and the mean KL, in that
+    order, from the current parameter values, sharing what the two have in common; with
+    ``differentiable=False`` it may skip building higher-order graphs (used for the line
+    search). ``curvature()``, when given, returns the KL's Hessian-vector product at the
+    current parameters (e.g. from :func:`gradient_step_kl_product`); by default it is the
+    autograd product of the objective's KL.
     A step whose line search never finds an improving point within the KL bound is not
     applied (``optim/accepted`` = 0).
     """
-    loss = loss_fn(True)
-    grads = torch.autograd.grad(loss, params)
+    loss, kl_at_start = objective(True)
+    grads = torch.autograd.grad(loss, params, retain_graph=curvature is None)
     g = torch.cat([gr.reshape(-1) for gr in grads]).detach()
-    kl_product = (hessian_vector_product(kl_fn(True), params) if curvature is None
+    kl_product = (hessian_vector_product(kl_at_start, params) if curvature is None
                   else curvature())
+    del kl_at_start
 
     def hvp(v: torch.Tensor) -> torch.Tensor:
         return kl_product(v) + cg_damping * v
@@ -143,7 +144,7 @@ def trpo_step(params: Sequence[torch.Tensor],
     result["optim/line_search_steps"] = float(line_search_steps)
     for i in range(line_search_steps):
         vector_to_parameters(old + backtrack_ratio**i * full_step, params)
-        new_loss, kl = loss_fn(False).item(), kl_fn(False).item()
+        new_loss, kl = (value.item() for value in objective(False))
         if new_loss < old_loss and kl <= max_kl:
             result |= {"optim/line_search_steps": float(i + 1), "optim/accepted": 1.0,
                        "optim/kl": kl, "loss/surrogate_after": new_loss}

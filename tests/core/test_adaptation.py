@@ -227,8 +227,8 @@ def test_trust_region_refuses_bad_settings(kwargs, name) -> None:
 def test_outer_update_with_an_optimizer_takes_its_epochs_and_reports_the_first_loss() -> None:
     x = torch.tensor([1.0, -2.0], requires_grad=True)
     optimizer = torch.optim.SGD([x], lr=0.25)
-    metrics = outer_update([x], lambda _: (x**2).sum(), lambda _: x.detach().abs().sum(),
-                           optimizer, TrustRegion(0.01, 10, 1e-5, 15, 0.8), epochs=2)
+    metrics = outer_update([x], lambda _: ((x**2).sum(), x.detach().abs().sum()), optimizer,
+                           TrustRegion(0.01, 10, 1e-5, 15, 0.8), epochs=2)
     assert metrics == {"loss/surrogate_before": 5.0, "optim/kl": 0.75}  # x halves each epoch
     torch.testing.assert_close(x.detach(), torch.tensor([0.25, -0.5]))
 

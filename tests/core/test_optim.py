@@ -82,6 +82,9 @@ class GaussianProblem:
     def kl(self, differentiable: bool = True) -> torch.Tensor:
         return torch.distributions.kl_divergence(self.old_dist(), self.dist()).mean()
 
+    def objective(self, differentiable: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.loss(differentiable), self.kl(differentiable)
+
 
 @pytest.fixture
 def problem() -> GaussianProblem:
@@ -108,7 +111,7 @@ def _gaussian_kl(mu0: torch.Tensor, log_std0: torch.Tensor, mu1: torch.Tensor,
 @pytest.mark.parametrize("max_kl", [1e-3, 1e-2])
 def test_trpo_step_keeps_kl_within_the_bound_and_lowers_the_loss(problem, max_kl) -> None:
     before = problem.loss().item()
-    out = trpo_step(problem.params, problem.loss, problem.kl, max_kl=max_kl)
+    out = trpo_step(problem.params, problem.objective, max_kl=max_kl)
     assert out["optim/accepted"] == 1.0
     with torch.no_grad():
         new_mean = problem.obs @ problem.weight.T
@@ -131,7 +134,7 @@ def test_trpo_step_that_never_improves_leaves_params_unchanged(problem) -> None:
         # a nonzero gradient, but the value is the same constant at every parameter value
         return 1.0 + sum((p - p.detach()).sum() for p in problem.params)
 
-    out = trpo_step(problem.params, flat_loss, problem.kl, max_kl=0.01,
+    out = trpo_step(problem.params, lambda d: (flat_loss(d), problem.kl(d)), max_kl=0.01,
                     line_search_steps=5)
     assert out["optim/accepted"] == 0.0
     assert out["optim/line_search_steps"] == 5
@@ -146,7 +149,7 @@ def test_trpo_step_rejects_steps_that_raise_the_loss(problem) -> None:
         # the gradient points one way, the values seen by the line search go the other
         return problem.loss() if differentiable else -problem.loss() + 1.0
 
-    out = trpo_step(problem.params, lying_loss, problem.kl, max_kl=0.01)
+    out = trpo_step(problem.params, lambda d: (lying_loss(d), problem.kl(d)), max_kl=0.01)
     assert out["optim/accepted"] == 0.0
     for p, p0 in zip(problem.params, start, strict=True):
         assert torch.equal(p.detach(), p0)
@@ -158,7 +161,8 @@ def test_trpo_step_with_zero_gradient_is_a_no_op(problem) -> None:
     def stationary_loss(differentiable: bool) -> torch.Tensor:
         return 0.0 * problem.loss()
 
-    out = trpo_step(problem.params, stationary_loss, problem.kl, max_kl=0.01)
+    out = trpo_step(problem.params, lambda d: (stationary_loss(d), problem.kl(d)),
+                    max_kl=0.01)
     assert out["optim/accepted"] == 0.0
     for p, p0 in zip(problem.params, start, strict=True):
         assert torch.equal(p.detach(), p0)
