@@ -25,9 +25,9 @@ from metarl_cli.core.faults import first_line
 from metarl_cli.core.paths import read_saved_config, read_saved_overrides, write_atomic
 
 # Keys a resumed run may change: where and how long it runs, not what it computes. The physics
-# threads and keep_freed_memory change no number (tested); torch threads and the device change
-# only floating-point rounding, so a run can move between machines (a GPU machine's run
-# continued on a laptop).
+# threads change no number (tested), nor does keep_freed_memory (measured: docs/PERFORMANCE.md);
+# torch threads and the device change only floating-point rounding, so a run can move between
+# machines (a GPU machine's run continued on a laptop).
 RESUMABLE_KEYS = ("iterations", "torch_threads", "progress", "device", "sampler.num_threads",
                   "keep_freed_memory")
 

@@ -5,8 +5,8 @@ threshold itself) as fresh mappings and unmaps them when they are freed, so each
 page-faulted in and zero-filled by the kernel on first write. A MAML iteration on the paper's
 batches allocates hundreds of (tasks, steps, units) tensors of 64 MB (40 x 4,000 x 100
 floats) in TRPO's products and its inner steps: on the development machine writing a fresh
-one took 15 ms, writing a reused one 2 ms, and the whole iteration ran 1.3x faster with the
-freed blocks kept (docs/PERFORMANCE.md). The price is resident memory: freed blocks stay with
+one took 15 ms, writing a reused one 2 ms, and the whole iteration ran 1.2-1.3x faster with
+the freed blocks kept (docs/PERFORMANCE.md). The price is resident memory: freed blocks stay with
 the process for its next allocations instead of going back to the system.
 """
 
