@@ -184,6 +184,21 @@ def test_trpo_train_step_reports_the_metrics_and_respects_max_kl(tasks) -> None:
     assert any(changed)
 
 
+@pytest.mark.parametrize("curvature", ["closed_form", "autograd"])
+def test_trpo_adapts_once_for_the_gradient_and_once_per_line_search_point(
+        tasks, monkeypatch, curvature: str) -> None:
+    calls: list[bool] = []
+    original = gradient_learner.AdaptationRule.adapted_params
+
+    def counted(self, data, second_order):
+        calls.append(second_order)
+        return original(self, data, second_order)
+
+    monkeypatch.setattr(gradient_learner.AdaptationRule, "adapted_params", counted)
+    metrics = make_maml(curvature=curvature).train_step(tasks)
+    assert calls == [True] + [False] * int(metrics["optim/line_search_steps"])
+
+
 def test_trpo_train_step_with_two_inner_steps_reports_each_step(tasks) -> None:
     maml = make_maml(outer_step="trpo", inner_steps=2)
     metrics = maml.train_step(tasks)

@@ -14,8 +14,10 @@ from metarl_cli.core.adaptation import (
     StepSchedule,
     adaptation_metrics,
     inner_step,
+    likelihood_ratio,
     mean_kl,
     pg_losses,
+    surrogate_and_kl,
     surrogate_loss,
     task_means,
 )
@@ -138,6 +140,22 @@ def _point_nav_rule(**kwargs) -> tuple[AdaptationRule, Sampler, list]:
                         init_std=0.5)
     rule = AdaptationRule(policy, StepSchedule(0.3), 0.99, 1.0, **kwargs)
     return rule, Sampler(env, horizon=4, seed=0), env.sample_tasks(2, np.random.default_rng(7))
+
+
+@pytest.mark.parametrize("clip_eps", [None, 0.2])
+def test_surrogate_and_kl_from_one_pass_equal_the_two_functions(clip_eps) -> None:
+    rule, sampler, tasks = _point_nav_rule()
+    data = rule.sample_and_adapt(sampler, tasks, rollouts=3, steps=1)
+    assert data.post is not None and data.post_dist is not None and \
+        data.post_advantages is not None
+    shifted = {n: p + 0.05 for n, p in rule.adapted_params(data, False)[-1].items()}
+    loss, kl = surrogate_and_kl(rule.policy, shifted, data.post, data.post_dist,
+                                data.post_advantages, clip_eps)
+    ratio = likelihood_ratio(rule.policy, shifted, data.post, data.post_dist)
+    assert torch.equal(loss, surrogate_loss(ratio, data.post_advantages, data.post.mask,
+                                            clip_eps))
+    assert torch.equal(kl, mean_kl(rule.policy, shifted, data.post, data.post_dist))
+    assert kl > 0
 
 
 @pytest.mark.parametrize("second_order", [True, False])
