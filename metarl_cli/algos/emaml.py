@@ -27,9 +27,7 @@ from metarl_cli.core.adaptation import (
     AdaptationData,
     StepSchedule,
     adaptation_metrics,
-    likelihood_ratio,
-    mean_kl,
-    surrogate_loss,
+    surrogate_and_kl,
     task_means,
 )
 from metarl_cli.core.checks import (
@@ -86,18 +84,13 @@ class EMAML:
         # --- inner loop: sample with the current per-task policy, adapt, repeat ---
         data = self.rule.sample_and_adapt(self.sampler, tasks, self.rollouts_per_task,
                                           self.inner_steps)
-        assert data.post is not None and data.post_dist is not None
-        post, old = data.post, data.post_dist
-        credit = exploration_credit(post)
+        assert data.post is not None
+        credit = exploration_credit(data.post)
 
         # --- outer step: MAML's surrogate plus the exploration term ---
-        def chain(differentiable: bool) -> list[Params]:
-            return self.rule.adapted_params(data, differentiable and not self.first_order)
-
         def objective(differentiable: bool) -> tuple[torch.Tensor, torch.Tensor]:
-            params = chain(differentiable)
-            return (self.loss(data, params, credit),
-                    mean_kl(self.policy, params[-1], post, old))
+            chain = self.rule.adapted_params(data, differentiable and not self.first_order)
+            return self.loss_and_kl(data, chain, credit)
 
         curvature = self.trust_region.curvature(self.rule, data, not self.first_order,
                                                 self.curvature)
@@ -119,22 +112,23 @@ class EMAML:
         load_parts_state_dict(state, policy=self.policy, optimizer=self.optimizer)
 
     # --- helpers ---
-    def loss(self, data: AdaptationData, chain: list[Params], credit: torch.Tensor
-             ) -> torch.Tensor:
+    def loss_and_kl(self, data: AdaptationData, chain: list[Params], credit: torch.Tensor
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Post-adaptation surrogate of ``chain[-1]`` minus exploration_weight times the
-        credited pre-update log-likelihood, ``chain[k]`` having sampled ``data.batches[k]``."""
+        credited pre-update log-likelihood, ``chain[k]`` having sampled ``data.batches[k]``;
+        and the mean KL of ``chain[-1]`` on the post-adaptation steps."""
         assert data.post is not None and data.post_advantages is not None
         assert data.post_dist is not None
-        ratio = likelihood_ratio(self.policy, chain[-1], data.post, data.post_dist)
-        loss = surrogate_loss(ratio, data.post_advantages, data.post.mask)
+        loss, kl = surrogate_and_kl(self.policy, chain[-1], data.post, data.post_dist,
+                                    data.post_advantages)
         if self.exploration_weight == 0:
-            return loss
+            return loss, kl
         log_likelihood = sum(
             task_means(task_distribution(self.policy, params, batch.obs).log_prob(batch.actions),
                        batch.mask)
             for params, batch in zip(chain[:-1], data.batches, strict=True))
         assert isinstance(log_likelihood, torch.Tensor)
-        return loss - self.exploration_weight * (credit * log_likelihood).mean()
+        return loss - self.exploration_weight * (credit * log_likelihood).mean(), kl
 
 
 def exploration_credit(post: EpisodeBatch, eps: float = 1e-8) -> torch.Tensor:

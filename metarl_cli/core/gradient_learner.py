@@ -198,6 +198,7 @@ def outer_update(params: list[torch.Tensor],
     return {"loss/surrogate_before": before, "optim/kl": objective(False)[1].item()}
 
 
+# ----------------------------------------------------------------------------- checkpoints
 def parts_state_dict(**parts: Stateful | None) -> dict[str, Any]:
     """A learner's checkpoint: each present part's state under its keyword (parts that are
     None are left out), so a checkpoint holds exactly what the learner was configured with."""

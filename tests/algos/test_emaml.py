@@ -79,7 +79,7 @@ def test_loss_equals_a_hand_written_one_away_from_the_sampling_parameters(double
     with torch.no_grad():
         for p in policy.parameters():
             p += 0.2 * torch.randn(p.shape)
-    loss = emaml.loss(data, emaml.rule.adapted_params(data, True), credit)
+    loss, _ = emaml.loss_and_kl(data, emaml.rule.adapted_params(data, True), credit)
 
     theta = dict(policy.named_parameters())
     pre, adv, post = data.batches[0], data.advantages[0], data.post
@@ -110,7 +110,8 @@ def test_loss_equals_a_hand_written_one_away_from_the_sampling_parameters(double
 def test_zero_exploration_weight_is_maml_surrogate(tasks) -> None:
     emaml = make_emaml(exploration_weight=0.0)
     data = emaml.rule.sample_and_adapt(emaml.sampler, tasks, ROLLOUTS, 1)
-    loss = emaml.loss(data, emaml.rule.adapted_params(data, True), exploration_credit(data.post))
+    loss, _ = emaml.loss_and_kl(data, emaml.rule.adapted_params(data, True),
+                                exploration_credit(data.post))
     assert abs(loss.item()) < 1e-5  # mean normalised advantage at the sampling parameters
 
 
