@@ -57,6 +57,7 @@ CASES = [
     (["eval.num_tasks=0"], "eval.num_tasks: expected an integer >= 1", "", ""),
     (["eval.rollouts=0"], "eval.rollouts: expected an integer >= 1", "", ""),
     (["eval.steps=-1"], "eval.steps: expected an integer >= 0", "", ""),
+    (["eval.step_budget=0"], "eval.step_budget: expected an integer >= 1 or null", "", ""),
     (["seed=-1"], "seed: expected an integer in [0, 9223372036854775807]", "", ""),
     (["task_seed=abc"], "task_seed: expected an integer in [0, 9223372036854775807]",
      "got 'abc'", ""),

@@ -8,10 +8,11 @@ versions the run had: each checkpoint records them, and a note names those that 
 (MuJoCo's dynamics turn a rounding difference into other episodes). Writes
 ``<run>/eval_<time>.json`` and the curve to TensorBoard under ``<run>/eval_<time>/tb``.
 
-Overrides: ``eval.num_tasks``, ``eval.steps``, ``eval.rollouts``, ``eval.task_seed`` (held-out
-tasks from another task seed), or any other key of the saved config (``torch_threads=1``). A
-key the meta-test needs that an older run's config lacks can be supplied the same way; any
-other key it lacks (an option newer than the run) is added with ``+key=value``.
+Overrides: ``eval.num_tasks``, ``eval.steps``, ``eval.rollouts``, ``eval.step_budget``,
+``eval.task_seed`` (held-out tasks from another task seed), or any other key of the saved
+config (``torch_threads=1``). A key the meta-test needs that an older run's config lacks can be
+supplied the same way; any other key it lacks (an option newer than the run, such as
+``eval.step_budget`` for runs made before it) is added with ``+key=value``.
 """
 
 from __future__ import annotations
@@ -147,7 +148,9 @@ def evaluate(run_dir: Path, checkpoint: str, overrides: dict[str, Any]) -> dict[
         "version_changes": version_changes(state.get("versions", {})),
         "wall_clock_s": time.perf_counter() - started,
         "meta_test": {"num_tasks": cfg.eval.num_tasks, "steps": cfg.eval.steps,
-                      "rollouts": cfg.eval.rollouts, "return_mean": curve.mean.tolist(),
+                      "rollouts": cfg.eval.rollouts,
+                      "step_budget": OmegaConf.select(cfg, "eval.step_budget", default=None),
+                      "return_mean": curve.mean.tolist(),
                       "return_std": curve.std.tolist(),
                       "returns_per_task": curve.returns.tolist()},
     }

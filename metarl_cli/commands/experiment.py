@@ -58,4 +58,5 @@ def run_meta_test(exp: Experiment, cfg: DictConfig, iteration: int) -> Adaptatio
     sampler = Sampler(exp.family, cfg.env.horizon, cfg.seed + 1_000_003 * (iteration + 1),
                       cfg.device)
     return meta_test(exp.learner, sampler, exp.task_sets.test_tasks(cfg.eval.num_tasks),
-                     cfg.eval.steps, cfg.eval.rollouts)
+                     cfg.eval.steps, cfg.eval.rollouts,
+                     OmegaConf.select(cfg, "eval.step_budget", default=None))

@@ -41,7 +41,7 @@ def check_settings(cfg: DictConfig) -> None:
         _check_integer(cfg, key, 0)
     for key in ("seed", "task_seed"):  # torch seeds are 64-bit
         _check_integer(cfg, key, 0, maximum=2**63 - 1)
-    for key in ("torch_threads", "sampler.num_threads"):
+    for key in ("torch_threads", "sampler.num_threads", "eval.step_budget"):
         _check_integer(cfg, key, 1, or_null=True)
     keep = OmegaConf.select(cfg, "keep_freed_memory", default=True)
     if not isinstance(keep, bool):

@@ -229,6 +229,7 @@ def _train(cfg: DictConfig, run_dir: Path, choices: Mapping[str, str], overrides
         "env_steps": env_steps, "wall_clock_s": time.perf_counter() - clock,
         "skipped_updates": int(totals["skipped_updates"]), "versions": package_versions(),
         "meta_test": {"num_tasks": cfg.eval.num_tasks, "rollouts": cfg.eval.rollouts,
+                      "step_budget": OmegaConf.select(cfg, "eval.step_budget", default=None),
                       "return_mean": curve.mean.tolist(), "return_std": curve.std.tolist()},
     }
     logger.finish(summary, hparams(cfg, choices, overrides), curve)

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from metarl_cli.core.sampler import Sampler, TaskPolicy
+from metarl_cli.core.step_budget import sample_with_step_budget
 from metarl_cli.core.types import EpisodeBatch
 
 
@@ -47,13 +48,21 @@ class AdaptationCurve:
 
 
 def meta_test(learner: MetaLearner, sampler: Sampler, tasks: list[Any], steps: int,
-              rollouts: int) -> AdaptationCurve:
-    """Adapt ``steps`` times on each task, recording the return before every step and after."""
+              rollouts: int, step_budget: int | None = None) -> AdaptationCurve:
+    """Adapt ``steps`` times on each task, recording the return before every step and after.
+
+    Each step takes ``rollouts`` episodes per task, or with a ``step_budget`` the episodes that
+    ``rollouts`` environments per task finish within that many steps, as the MAML code sampled
+    them (core/step_budget.py).
+    """
     policy = learner.exploration_policy(len(tasks))
     returns, env_steps = [], 0
     for k in range(steps + 1):
-        batch = sampler.sample(policy, tasks, rollouts)
-        returns.append(batch.episode_returns().mean(dim=1).cpu().numpy())
+        if step_budget is None:
+            batch = sampler.sample(policy, tasks, rollouts)
+        else:
+            batch = sample_with_step_budget(sampler, policy, tasks, rollouts, step_budget)
+        returns.append(batch.mean_returns().cpu().numpy())
         env_steps += batch.num_steps
         if k < steps:
             policy = learner.adapt(policy, batch)

@@ -44,6 +44,12 @@ class EpisodeBatch:
         """Undiscounted return of every episode, (N, R)."""
         return (self.rewards * self.mask).sum(-1)
 
+    def mean_returns(self) -> torch.Tensor:
+        """Mean undiscounted return of every task's episodes, (N,). Episodes without a step
+        (the padding of a step-budget batch, core/step_budget.py) are left out."""
+        taken = self.mask[..., 0]
+        return (self.episode_returns() * taken).sum(1) / taken.sum(1).clamp_min(1.0)
+
     def first_rollouts(self, count: int) -> EpisodeBatch:
         """The first ``count`` rollouts of every task (rollouts are exchangeable draws, so
         this is a sample of each task's episodes)."""

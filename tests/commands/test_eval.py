@@ -99,6 +99,17 @@ def test_other_checkpoint_tasks_and_settings(run_dir: Path,
     assert record["meta_test"]["return_mean"][1:] != at_1["meta_test/return"][1:]
 
 
+def test_a_step_budget_of_whole_episodes_gives_the_runs_numbers(
+        run_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # No episode of the tiny run reaches its goal within 0.01 in 10 steps, so a budget of
+    # 2 rollouts x 10 steps per task is one round of the same episodes
+    run_eval(f"run={run_dir}", "eval.step_budget=20", capsys=capsys)
+    record = evals(run_dir)[-1]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert record["meta_test"]["step_budget"] == 20
+    assert record["meta_test"]["return_mean"] == summary["meta_test"]["return_mean"]
+
+
 def test_missing_run_checkpoint_and_keys_are_one_line_errors(
         run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     cases = [
