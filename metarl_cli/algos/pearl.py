@@ -99,6 +99,8 @@ class PEARLPolicy:
 
 
 class PEARL:
+    adapts_per_episode = True  # meta-test step k is episode k (core/evaluation.py)
+
     def __init__(self, policy: PEARLNetworks, sampler: Sampler,
                  optimizer: OptimizerFactory | None = None, lr: float | None = 3e-4,
                  num_initial_steps: int = 2000, num_steps_prior: int = 400,

@@ -38,6 +38,8 @@ from metarl_cli.policies.recurrent import (
 
 
 class RL2:
+    adapts_per_episode = True  # meta-test step k is episode k (core/evaluation.py)
+
     def __init__(self, policy: nn.Module, sampler: Sampler,
                  optimizer: OptimizerFactory | None = None, rollouts_per_task: int = 2,
                  episodes_per_trial: int = 2, ppo_epochs: int = 5,

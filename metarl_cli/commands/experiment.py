@@ -49,6 +49,11 @@ def build_experiment(cfg: DictConfig) -> Experiment:
         else {}
     learner = build(cfg.algo, "algo", policy=policy, sampler=sampler, optimizer=optimizer,
                     **tasks)
+    if getattr(learner, "adapts_per_episode", False) \
+            and OmegaConf.select(cfg, "eval.step_budget", default=None) is not None:
+        raise ConfigError(f"eval.step_budget: {type(learner).__name__} adapts one episode at a "
+                          "time, so episodes are not collected by a step budget; leave "
+                          "eval.step_budget null")
     return Experiment(learner, sampler, task_sets, family)
 
 

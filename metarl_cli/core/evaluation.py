@@ -19,6 +19,9 @@ from metarl_cli.core.types import EpisodeBatch
 
 
 class MetaLearner(Protocol):
+    """A learner may set ``adapts_per_episode = True`` (the context-based ones): its
+    ``adapt`` takes one episode per task at a time, so a step budget does not apply to it."""
+
     def train_step(self, tasks: list[Any]) -> dict[str, float]: ...
 
     def exploration_policy(self, num_tasks: int) -> TaskPolicy: ...

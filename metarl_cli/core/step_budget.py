@@ -6,7 +6,8 @@ hold ``step_budget`` steps or more, and only the finished episodes are kept (the
 ones are dropped). Where episodes can end early, the kept ones are not a fair sample of the
 policy's episodes: short episodes finish more often within the budget, so a mean return over
 them favours whatever ends early (in 2D navigation, reaching the goal). Where no episode ends
-before the horizon, it gives exactly ``step_budget / horizon`` whole episodes per slot round.
+before the horizon, a budget of ``slots x horizon`` keeps one whole episode per slot, the same
+batch as ``slots`` rollouts.
 
 Because a policy without memory acts the same whenever an episode starts, the episodes of one
 slot can be drawn in rounds of ``slots`` parallel episodes and laid end to end afterwards.
