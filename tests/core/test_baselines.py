@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import torch
 
@@ -112,3 +115,22 @@ def test_singular_design_with_all_zero_observations_gives_finite_values() -> Non
     assert values.dtype == torch.float32
     assert torch.isfinite(values).all()
 
+
+
+def test_a_fit_with_the_ants_214_features_after_a_thread_count_change() -> None:
+    # In torch 2.13's CPU build a batched LU solve of matrices this large raises once the
+    # intra-op thread count has changed (the sampler sets it to 1 while sampling); the state
+    # sticks to the process, so the check runs in a fresh one.
+    code = """
+import torch
+from metarl_cli.core.baselines import fit_linear_baseline
+torch.manual_seed(0)
+torch.set_num_threads(1)
+torch.set_num_threads(2)
+obs, returns = torch.randn(3, 4, 50, 105), torch.randn(3, 4, 50)
+values = fit_linear_baseline(obs, returns, torch.ones(3, 4, 50))
+assert torch.isfinite(values).all()
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
