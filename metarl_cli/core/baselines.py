@@ -30,7 +30,8 @@ def fit_linear_baseline(obs: torch.Tensor, returns: torch.Tensor, mask: torch.Te
     x = feats.reshape(n, r * t, k)
     y = (returns.double() * mask.double()).reshape(n, r * t, 1)
     xtx, xty = x.transpose(1, 2) @ x, x.transpose(1, 2) @ y
-    weights = torch.stack([_ridge_solve(a, b, reg, retries) for a, b in zip(xtx, xty)])
+    weights = torch.stack([_ridge_solve(a, b, reg, retries)
+                           for a, b in zip(xtx, xty, strict=True)])
     return (x @ weights).reshape(n, r, t).to(returns.dtype) * mask
 
 
