@@ -79,7 +79,7 @@ class Sampler:
             actions[t] = action
             log_probs[t] = log_prob
             obs, reward, terminated = self.env.step(action.reshape(b, *action.shape[2:]).cpu()
-                                                    .numpy())
+                                                    .numpy(), alive.copy())
             # the padding after an episode's end holds zeros, whatever an ended environment
             # returns (e.g. a diverged state's NaN, which x * mask would carry on)
             obs = np.where(alive[:, None], obs, 0.0)

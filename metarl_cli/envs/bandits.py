@@ -139,7 +139,9 @@ class BatchedBernoulliBandit:
         self._t = 0
         return np.ones((len(self._probs), 1))
 
-    def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def step(self, actions: np.ndarray, active: np.ndarray | None = None
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        del active  # stepping every row costs less than selecting some
         rewards = _pull(self._probs, _arms(actions, self.num_arms),
                         counter_uniforms(self._keys, self._t))
         self._t += 1

@@ -37,7 +37,9 @@ class BatchedEnv(Protocol):
     """B environments stepped together; arrays carry the batch on their first axis.
 
     ``step`` returns (observations, rewards, terminated). Time limits are the sampler's business:
-    it runs a fixed horizon and masks the steps after a termination.
+    it runs a fixed horizon and masks the steps after a termination. It passes the bool (B,)
+    ``active`` of the episodes still running, so that a family may leave the others unstepped:
+    their rows of the results are never read.
     """
 
     observation_space: gym.Space
@@ -49,7 +51,8 @@ class BatchedEnv(Protocol):
 
     def reset(self, rng: np.random.Generator) -> np.ndarray: ...
 
-    def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
+    def step(self, actions: np.ndarray, active: np.ndarray | None = None
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
 
 
 class SerialBatch:
@@ -80,11 +83,22 @@ class SerialBatch:
         pairs = zip(self._active, seeds, strict=True)
         return np.stack([env.reset(seed=int(s))[0] for env, s in pairs])
 
-    def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        results = [env.step(a) for env, a in zip(self._active, actions, strict=True)]
-        obs = np.stack([r[0] for r in results])
-        rewards = np.array([r[1] for r in results], dtype=np.float64)
-        terminated = np.array([r[2] for r in results], dtype=bool)
+    def step(self, actions: np.ndarray, active: np.ndarray | None = None
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Step the environments whose episode is running (all without ``active``); a
+        terminated environment is not stepped again, and its rows hold zeros."""
+        running = np.ones(len(self._active), dtype=bool) if active is None else active
+        results = {i: env.step(a) for i, (env, a, on)
+                   in enumerate(zip(self._active, actions, running, strict=True)) if on}
+        if not results:
+            raise ValueError("step needs at least one active environment")
+        shape = np.shape(next(iter(results.values()))[0])
+        obs = np.stack([results[i][0] if i in results else np.zeros(shape)
+                        for i in range(len(running))])
+        rewards = np.array([results[i][1] if i in results else 0.0
+                            for i in range(len(running))], dtype=np.float64)
+        terminated = np.array([bool(results[i][2]) if i in results else True
+                               for i in range(len(running))])
         return obs, rewards, terminated
 
     def close(self) -> None:

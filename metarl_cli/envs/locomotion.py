@@ -583,7 +583,8 @@ class BatchedFamily:
         phys.reset(*single.reset_state(rng, (len(self._targets),)))
         return single._batch_obs(phys)
 
-    def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def step(self, actions: np.ndarray, active: np.ndarray | None = None
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         single, phys = self._single, self._physics
         actions = np.asarray(actions, dtype=np.float64)
         expected = (phys.qpos.shape[0], phys.model.nu)
@@ -591,7 +592,7 @@ class BatchedFamily:
             raise ValueError(f"actions must have shape {expected}, got {actions.shape}")
         actions = np.clip(actions, single._act_low, single._act_high)
         before = single._position(phys).copy()
-        phys.step(actions)
+        phys.step(actions, active)
         term = single._task_term(*single._motion(before, phys), self._targets)
         reward, terminated = single._reward_terminated(term, actions, phys.qpos, phys.qvel,
                                                        phys.cfrc_ext)

@@ -122,15 +122,18 @@ class MujocoBatch:
         batch.forward()
         self.cfrc_ext[:] = 0.0  # as mj_resetData left them: only mj_rnePostConstraint sets them
 
-    def step(self, ctrl: np.ndarray) -> None:
-        """Write ``ctrl`` (B, nu) and advance every simulation by ``frame_skip`` physics steps."""
+    def step(self, ctrl: np.ndarray, active: np.ndarray | None = None) -> None:
+        """Write ``ctrl`` (B, nu) and advance the simulations by ``frame_skip`` physics steps:
+        all of them, or those where the bool (B,) ``active`` is True. The others keep their
+        state, and their rows of the derived arrays are stale."""
         batch = self._require_batch()
         self._ctrl[:] = ctrl
         stage = mujoco.mjtStage.mjSTAGE_VEL if self.com_velocity else mujoco.mjtStage.mjSTAGE_NONE
-        batch.step(nstep=self.frame_skip, stage=stage)
+        ids = None if active is None or active.all() else np.flatnonzero(active).astype(np.int32)
+        batch.step(ids=ids, nstep=self.frame_skip, stage=stage)
         if self._scratch is not None:  # gymnasium computes cfrc_ext after every step
             m, d = self.model, self._scratch
-            for i in range(batch.nsim):
+            for i in range(batch.nsim) if ids is None else ids:
                 batch.get_data(i, d)
                 mujoco.mj_rnePostConstraint(m, d)
                 self.cfrc_ext[i] = d.cfrc_ext

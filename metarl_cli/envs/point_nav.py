@@ -127,7 +127,9 @@ class BatchedPointNav(BatchedPoints):
                  ) -> None:
         super().__init__(PointNavEnv(goal_range, max_step, tolerance))
 
-    def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def step(self, actions: np.ndarray, active: np.ndarray | None = None
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        del active  # stepping every row costs less than selecting some
         self._pos, reward, terminated = _step(self._pos, actions, self._goals,
                                               self._single.max_step, self._single.tolerance)
         return self._pos.copy(), reward, terminated

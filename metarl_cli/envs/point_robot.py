@@ -91,7 +91,9 @@ class BatchedPointRobot(BatchedPoints):
         self._pos = rng.uniform(-r, r, size=self._goals.shape)
         return self._pos.copy()
 
-    def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def step(self, actions: np.ndarray, active: np.ndarray | None = None
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        del active  # stepping every row costs less than selecting some
         self._pos = move(self._pos, actions, self._single.max_step)
         terminated = np.zeros(len(self._pos), dtype=bool)
         return self._pos.copy(), dense_reward(self._pos, self._goals), terminated
@@ -126,7 +128,9 @@ class BatchedPointRobotSparse(BatchedPoints):
                  shaped_training_reward: bool = True) -> None:
         super().__init__(PointRobotSparseEnv(goal_radius, max_step, shaped_training_reward))
 
-    def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def step(self, actions: np.ndarray, active: np.ndarray | None = None
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        del active  # stepping every row costs less than selecting some
         self._pos = move(self._pos, actions, self._single.max_step)
         reward = sparse_reward(self._pos, self._goals, self._single.goal_radius)
         return self._pos.copy(), reward, np.zeros(len(self._pos), dtype=bool)

@@ -138,7 +138,9 @@ class BatchedTabularMDP:
         self._t = 0
         return np.eye(self.num_states)[self._states]
 
-    def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def step(self, actions: np.ndarray, active: np.ndarray | None = None
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        del active  # stepping every row costs less than selecting some
         self._states, rewards = _mdp_step(self._cum, self._means, self._states,
                                           _actions(actions, self.num_actions), self._keys,
                                           self._t)

@@ -198,8 +198,9 @@ class _DivergesAfterTheEnd(BatchedPointNav):
         self.ended = None
         return super().reset(rng)
 
-    def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        obs, reward, terminated = super().step(actions)
+    def step(self, actions: np.ndarray, active: np.ndarray | None = None
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        obs, reward, terminated = super().step(actions, active)
         if self.ended is not None:
             obs[self.ended], reward[self.ended] = np.nan, np.nan
         self.ended = terminated if self.ended is None else self.ended | terminated
@@ -245,3 +246,20 @@ def test_observe_gets_the_rewards_and_every_episode_ends_exactly_once() -> None:
     torch.testing.assert_close(rewards, batch.rewards)
     assert torch.all(ended.sum(-1) == 1)
     assert torch.all(ended[0, :, 0]) and torch.all(ended[1, :, -1])
+
+
+def test_the_sampler_stops_stepping_an_environment_once_its_episode_ended() -> None:
+    steps: list[np.ndarray] = []
+
+    class Counting(BatchedPointNav):
+        def step(self, actions: np.ndarray, active: np.ndarray | None = None
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            steps.append(active.copy())
+            return super().step(actions, active)
+
+    # task 0 ends on the first step (tolerance 0.15 around the origin), task 1 never
+    tasks = [GoalTask(goal=(0.0, 0.0)), GoalTask(goal=(0.9, -0.9))]
+    _sample(seed=1, env=Counting(tolerance=0.15), tasks=tasks)
+    assert len(steps) == T
+    assert steps[0].all()
+    assert all(not s[:R].any() and s[R:].all() for s in steps[1:])
