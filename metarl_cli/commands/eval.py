@@ -25,7 +25,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from metarl_cli.commands.experiment import build_experiment, run_meta_test
+from metarl_cli.commands.experiment import build_experiment, run_meta_test, step_budget
 from metarl_cli.commands.preflight import unknown_plain_key
 from metarl_cli.commands.train import format_curve
 from metarl_cli.core.build import ConfigError, build
@@ -149,7 +149,7 @@ def evaluate(run_dir: Path, checkpoint: str, overrides: dict[str, Any]) -> dict[
         "wall_clock_s": time.perf_counter() - started,
         "meta_test": {"num_tasks": cfg.eval.num_tasks, "steps": cfg.eval.steps,
                       "rollouts": cfg.eval.rollouts,
-                      "step_budget": OmegaConf.select(cfg, "eval.step_budget", default=None),
+                      "step_budget": step_budget(cfg),
                       "return_mean": curve.mean.tolist(),
                       "return_std": curve.std.tolist(),
                       "returns_per_task": curve.returns.tolist()},

@@ -49,8 +49,7 @@ def build_experiment(cfg: DictConfig) -> Experiment:
         else {}
     learner = build(cfg.algo, "algo", policy=policy, sampler=sampler, optimizer=optimizer,
                     **tasks)
-    if getattr(learner, "adapts_per_episode", False) \
-            and OmegaConf.select(cfg, "eval.step_budget", default=None) is not None:
+    if getattr(learner, "adapts_per_episode", False) and step_budget(cfg) is not None:
         raise ConfigError(f"eval.step_budget: {type(learner).__name__} adapts one episode at a "
                           "time, so episodes are not collected by a step budget; leave "
                           "eval.step_budget null")
@@ -63,5 +62,9 @@ def run_meta_test(exp: Experiment, cfg: DictConfig, iteration: int) -> Adaptatio
     sampler = Sampler(exp.family, cfg.env.horizon, cfg.seed + 1_000_003 * (iteration + 1),
                       cfg.device)
     return meta_test(exp.learner, sampler, exp.task_sets.test_tasks(cfg.eval.num_tasks),
-                     cfg.eval.steps, cfg.eval.rollouts,
-                     OmegaConf.select(cfg, "eval.step_budget", default=None))
+                     cfg.eval.steps, cfg.eval.rollouts, step_budget(cfg))
+
+
+def step_budget(cfg: DictConfig) -> int | None:
+    """``eval.step_budget``; null for runs saved before the key existed."""
+    return OmegaConf.select(cfg, "eval.step_budget", default=None)

@@ -32,7 +32,12 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from metarl_cli.commands.experiment import Experiment, build_experiment, run_meta_test
+from metarl_cli.commands.experiment import (
+    Experiment,
+    build_experiment,
+    run_meta_test,
+    step_budget,
+)
 from metarl_cli.commands.preflight import (
     MULTIRUN_RESUME,
     already_a_run,
@@ -229,7 +234,7 @@ def _train(cfg: DictConfig, run_dir: Path, choices: Mapping[str, str], overrides
         "env_steps": env_steps, "wall_clock_s": time.perf_counter() - clock,
         "skipped_updates": int(totals["skipped_updates"]), "versions": package_versions(),
         "meta_test": {"num_tasks": cfg.eval.num_tasks, "rollouts": cfg.eval.rollouts,
-                      "step_budget": OmegaConf.select(cfg, "eval.step_budget", default=None),
+                      "step_budget": step_budget(cfg),
                       "return_mean": curve.mean.tolist(), "return_std": curve.std.tolist()},
     }
     logger.finish(summary, hparams(cfg, choices, overrides), curve)
