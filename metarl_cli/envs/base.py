@@ -87,18 +87,18 @@ class SerialBatch:
              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Step the environments whose episode is running (all without ``active``); a
         terminated environment is not stepped again, and its rows hold zeros."""
-        running = np.ones(len(self._active), dtype=bool) if active is None else active
-        results = {i: env.step(a) for i, (env, a, on)
-                   in enumerate(zip(self._active, actions, running, strict=True)) if on}
+        b = len(self._active)
+        running = np.ones(b, dtype=bool) if active is None else active
+        if len(actions) != b or len(running) != b:
+            raise ValueError(f"step needs {b} actions and active flags, got {len(actions)} and "
+                             f"{len(running)}")
+        results = {i: self._active[i].step(actions[i]) for i in np.flatnonzero(running)}
         if not results:
             raise ValueError("step needs at least one active environment")
-        shape = np.shape(next(iter(results.values()))[0])
-        obs = np.stack([results[i][0] if i in results else np.zeros(shape)
-                        for i in range(len(running))])
-        rewards = np.array([results[i][1] if i in results else 0.0
-                            for i in range(len(running))], dtype=np.float64)
-        terminated = np.array([bool(results[i][2]) if i in results else True
-                               for i in range(len(running))])
+        obs = np.zeros((b, *np.shape(next(iter(results.values()))[0])))
+        rewards, terminated = np.zeros(b), np.ones(b, dtype=bool)
+        for i, (o, r, term, *_) in results.items():
+            obs[i], rewards[i], terminated[i] = o, r, term
         return obs, rewards, terminated
 
     def close(self) -> None:
