@@ -58,6 +58,8 @@ CASES = [
     (["eval.rollouts=0"], "eval.rollouts: expected an integer >= 1", "", ""),
     (["eval.steps=-1"], "eval.steps: expected an integer >= 0", "", ""),
     (["eval.step_budget=0"], "eval.step_budget: expected an integer >= 1 or null", "", ""),
+    (["eval.legacy_task_seed=-1"], "eval.legacy_task_seed: expected an integer in "
+                                   "[0, 4294967295] or null", "", ""),
     (["algo=rl2", "env=bandit_k5", "eval.step_budget=100"],
      "eval.step_budget: RL2 adapts one episode at a time", "", "leave eval.step_budget null"),
     (["seed=-1"], "seed: expected an integer in [0, 9223372036854775807]", "", ""),

@@ -9,10 +9,11 @@ versions the run had: each checkpoint records them, and a note names those that 
 ``<run>/eval_<time>.json`` and the curve to TensorBoard under ``<run>/eval_<time>/tb``.
 
 Overrides: ``eval.num_tasks``, ``eval.steps``, ``eval.rollouts``, ``eval.step_budget``,
-``eval.task_seed`` (held-out tasks from another task seed), or any other key of the saved
-config (``torch_threads=1``). A key the meta-test needs that an older run's config lacks can be
-supplied the same way; any other key it lacks (an option newer than the run, such as
-``eval.step_budget`` for runs made before it) is added with ``+key=value``.
+``eval.task_seed`` (held-out tasks from another task seed), ``eval.legacy_task_seed`` (held-out
+tasks drawn as after ``np.random.seed(N)``; 1 gives the MAML test scripts' goals), or any other
+key of the saved config (``torch_threads=1``). A key the meta-test needs that an older run's
+config lacks can be supplied the same way; any other key it lacks (an option newer than the
+run, such as ``eval.step_budget`` for runs made before it) is added with ``+key=value``.
 """
 
 from __future__ import annotations
@@ -25,7 +26,12 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from metarl_cli.commands.experiment import build_experiment, run_meta_test, step_budget
+from metarl_cli.commands.experiment import (
+    build_experiment,
+    legacy_task_seed,
+    run_meta_test,
+    step_budget,
+)
 from metarl_cli.commands.preflight import unknown_plain_key
 from metarl_cli.commands.train import format_curve
 from metarl_cli.core.build import ConfigError, build
@@ -99,6 +105,11 @@ def load_run_config(run_dir: Path, overrides: dict[str, Any]) -> DictConfig:
                               f"option newer than the run with +{key}=<value>")
         OmegaConf.update(cfg, key, value, merge=True, force_add=True)
     if task_seed is not None:
+        if legacy_task_seed(cfg) is not None:
+            if any(k.lstrip("+") == "eval.legacy_task_seed" for k in overrides):
+                raise ConfigError("eval.task_seed: held-out tasks come from one seed; give "
+                                  "eval.task_seed or eval.legacy_task_seed, not both")
+            cfg.eval.legacy_task_seed = None  # the run's own numpy seed gives way to the new one
         cfg.task_seed = task_seed
     for key in REQUIRED_KEYS:
         if OmegaConf.select(cfg, key, default=_ABSENT) is _ABSENT:
@@ -150,6 +161,7 @@ def evaluate(run_dir: Path, checkpoint: str, overrides: dict[str, Any]) -> dict[
         "meta_test": {"num_tasks": cfg.eval.num_tasks, "steps": cfg.eval.steps,
                       "rollouts": cfg.eval.rollouts,
                       "step_budget": step_budget(cfg),
+                      "legacy_task_seed": legacy_task_seed(cfg),
                       "return_mean": curve.mean.tolist(),
                       "return_std": curve.std.tolist(),
                       "returns_per_task": curve.returns.tolist()},
@@ -176,8 +188,11 @@ def main(argv: list[str] | None = None) -> None:
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
+    legacy = record["meta_test"]["legacy_task_seed"]
+    source = f"task_seed {record['task_seed']}" if legacy is None \
+        else f"numpy's np.random.seed({legacy})"
     print(f"meta-test of {record['checkpoint']} (iteration {record['iteration']}) on "
-          f"{record['meta_test']['num_tasks']} held-out tasks, task_seed {record['task_seed']}:")
+          f"{record['meta_test']['num_tasks']} held-out tasks from {source}:")
     print(record["curve_text"])
     if record["version_changes"]:
         print(f"note: the checkpoint was written with {record['version_changes']}; the numbers "

@@ -36,7 +36,7 @@ def build_experiment(cfg: DictConfig) -> Experiment:
     family = build(cfg.env.family, "env.family")
     try:
         task_sets = TaskSets(family, cfg.task_seed, cfg.env.num_train_tasks,
-                             cfg.env.num_test_tasks)
+                             cfg.env.num_test_tasks, legacy_task_seed(cfg))
         task_sets.test_tasks(cfg.eval.num_tasks)
     except ValueError as error:
         raise ConfigError(f"env: {error}") from error
@@ -68,3 +68,8 @@ def run_meta_test(exp: Experiment, cfg: DictConfig, iteration: int) -> Adaptatio
 def step_budget(cfg: DictConfig) -> int | None:
     """``eval.step_budget``; null for runs saved before the key existed."""
     return OmegaConf.select(cfg, "eval.step_budget", default=None)
+
+
+def legacy_task_seed(cfg: DictConfig) -> int | None:
+    """``eval.legacy_task_seed``; null for runs saved before the key existed."""
+    return OmegaConf.select(cfg, "eval.legacy_task_seed", default=None)

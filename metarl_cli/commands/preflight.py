@@ -43,6 +43,8 @@ def check_settings(cfg: DictConfig) -> None:
         _check_integer(cfg, key, 0, maximum=2**63 - 1)
     for key in ("torch_threads", "sampler.num_threads", "eval.step_budget"):
         _check_integer(cfg, key, 1, or_null=True)
+    # np.random.seed takes 32-bit seeds
+    _check_integer(cfg, "eval.legacy_task_seed", 0, or_null=True, maximum=2**32 - 1)
     keep = OmegaConf.select(cfg, "keep_freed_memory", default=True)
     if not isinstance(keep, bool):
         raise ConfigError(f"keep_freed_memory: expected true or false, got {keep!r}")

@@ -35,6 +35,7 @@ from tqdm import tqdm
 from metarl_cli.commands.experiment import (
     Experiment,
     build_experiment,
+    legacy_task_seed,
     run_meta_test,
     step_budget,
 )
@@ -235,6 +236,7 @@ def _train(cfg: DictConfig, run_dir: Path, choices: Mapping[str, str], overrides
         "skipped_updates": int(totals["skipped_updates"]), "versions": package_versions(),
         "meta_test": {"num_tasks": cfg.eval.num_tasks, "rollouts": cfg.eval.rollouts,
                       "step_budget": step_budget(cfg),
+                      "legacy_task_seed": legacy_task_seed(cfg),
                       "return_mean": curve.mean.tolist(), "return_std": curve.std.tolist()},
     }
     logger.finish(summary, hparams(cfg, choices, overrides), curve)

@@ -110,6 +110,21 @@ def test_a_step_budget_of_whole_episodes_gives_the_runs_numbers(
     assert record["meta_test"]["return_mean"] == summary["meta_test"]["return_mean"]
 
 
+def test_held_out_tasks_from_a_legacy_numpy_seed(run_dir: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    out = run_eval(f"run={run_dir}", "eval.legacy_task_seed=1", capsys=capsys)
+    assert "2 held-out tasks from numpy's np.random.seed(1):" in out
+    record = evals(run_dir)[-1]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["meta_test"]["legacy_task_seed"] is None
+    assert record["meta_test"]["legacy_task_seed"] == 1
+    assert record["meta_test"]["return_mean"][0] != summary["meta_test"]["return_mean"][0]
+    # eval.task_seed names the held-out tasks by itself; with both, the command refuses.
+    err = eval_error(f"run={run_dir}", "eval.task_seed=5", "eval.legacy_task_seed=1",
+                     capsys=capsys)
+    assert err.startswith("error: eval.task_seed: held-out tasks come from one seed")
+
+
 def test_missing_run_checkpoint_and_keys_are_one_line_errors(
         run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     cases = [

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from metarl_cli.core.tasks import TaskSets
-from metarl_cli.envs.locomotion import BatchedHalfCheetahDir
+from metarl_cli.core.tasks import TaskSets, legacy_generator
+from metarl_cli.envs.locomotion import BatchedHalfCheetahDir, BatchedHalfCheetahVel
 from metarl_cli.envs.point_nav import BatchedPointNav
 
 
@@ -72,3 +72,30 @@ def test_state_dict_continues_the_meta_batch_sequence() -> None:
     restored = TaskSets(BatchedPointNav(), task_seed=2, num_train_tasks=None, num_test_tasks=None)
     restored.load_state_dict(state)
     np.testing.assert_array_equal(_goals(restored.train_batch(5)), expected)
+
+
+def test_a_legacy_seed_gives_the_goals_numpys_global_stream_draws() -> None:
+    # The MAML code's test scripts: np.random.seed(1), then one np.random.uniform call for the
+    # 40 goals (2D navigation: U[-0.5, 0.5]^2; HalfCheetahVel: U[0, 2]).
+    np.random.seed(1)
+    goals = np.random.uniform(-0.5, 0.5, size=(40, 2))
+    np.random.seed(1)
+    velocities = np.random.uniform(0.0, 2.0, size=(40,))
+    np.random.seed(123)  # the sets read no global state
+    nav = TaskSets(BatchedPointNav(), task_seed=7, num_train_tasks=None, num_test_tasks=None,
+                   legacy_test_seed=1)
+    np.testing.assert_array_equal(_goals(nav.test_tasks(40)), goals)
+    np.testing.assert_array_equal(_goals(nav.test_tasks(5)), goals[:5])
+    cheetahs = TaskSets(BatchedHalfCheetahVel(), task_seed=7, num_train_tasks=None,
+                        num_test_tasks=None, legacy_test_seed=1)
+    np.testing.assert_array_equal([t.velocity for t in cheetahs.test_tasks(40)], velocities)
+    # Only the held-out tasks change: the training stream is task_seed's.
+    plain = TaskSets(BatchedPointNav(), task_seed=7, num_train_tasks=None, num_test_tasks=None)
+    np.testing.assert_array_equal(_goals(nav.train_batch(20)), _goals(plain.train_batch(20)))
+    assert not np.allclose(_goals(plain.test_tasks(40)), goals)
+
+
+def test_legacy_generator_starts_afresh_each_call() -> None:
+    first = legacy_generator(5).uniform(size=3)
+    np.testing.assert_array_equal(legacy_generator(5).uniform(size=3), first)
+    assert not np.allclose(legacy_generator(6).uniform(size=3), first)
