@@ -110,7 +110,7 @@ def test_a_step_budget_of_whole_episodes_gives_the_runs_numbers(
     assert record["meta_test"]["return_mean"] == summary["meta_test"]["return_mean"]
 
 
-def test_held_out_tasks_from_a_legacy_numpy_seed(run_dir: Path,
+def test_held_out_tasks_from_a_legacy_numpy_seed(run_dir: Path, tmp_path: Path,
                                                  capsys: pytest.CaptureFixture[str]) -> None:
     out = run_eval(f"run={run_dir}", "eval.legacy_task_seed=1", capsys=capsys)
     assert "2 held-out tasks from numpy's np.random.seed(1):" in out
@@ -123,6 +123,18 @@ def test_held_out_tasks_from_a_legacy_numpy_seed(run_dir: Path,
     err = eval_error(f"run={run_dir}", "eval.task_seed=5", "eval.legacy_task_seed=1",
                      capsys=capsys)
     assert err.startswith("error: eval.task_seed: held-out tasks come from one seed")
+    # A run whose config sets the legacy seed (the maml17 presets) takes eval.task_seed instead.
+    legacy = tmp_path / "legacy"
+    shutil.copytree(run_dir / ".hydra", legacy / ".hydra")
+    shutil.copytree(run_dir / "checkpoints", legacy / "checkpoints")
+    config = OmegaConf.load(legacy / ".hydra" / "config.yaml")
+    config.eval.legacy_task_seed = 1
+    OmegaConf.save(config, legacy / ".hydra" / "config.yaml")
+    run_eval(f"run={legacy}", "eval.task_seed=77", capsys=capsys)
+    run_eval(f"run={run_dir}", "eval.task_seed=77", capsys=capsys)
+    assert evals(legacy)[-1]["meta_test"]["legacy_task_seed"] is None
+    assert evals(legacy)[-1]["meta_test"]["return_mean"] == \
+        evals(run_dir)[-1]["meta_test"]["return_mean"]
 
 
 def test_missing_run_checkpoint_and_keys_are_one_line_errors(
