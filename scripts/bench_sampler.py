@@ -106,17 +106,25 @@ def run_sampler(family: BatchedHalfCheetahVel | BatchedAntVel, acting: PerTaskPo
 
 
 def run_gymnasium(envs: gym.vector.SyncVectorEnv, acting: PerTaskPolicy, num_tasks: int,
-                  rollouts: int, horizon: int, seed: int) -> float:
-    """Seconds for ``horizon`` steps of a SyncVectorEnv with one policy forward per step."""
+                  rollouts: int, horizon: int, seed: int) -> tuple[float, int]:
+    """Seconds for ``horizon`` steps of a SyncVectorEnv with one policy forward per step, and
+    the environment steps taken: an environment whose episode ended spends its next step on
+    the reset (``AutoresetMode.NEXT_STEP``), which takes no physics step and is not counted, as
+    (a) counts only the steps of episodes."""
     generator = torch.Generator().manual_seed(seed)
     obs, _ = envs.reset(seed=seed)
+    resetting = np.zeros(envs.num_envs, dtype=bool)
+    steps = 0
     started = time.perf_counter()
     for _ in range(horizon):
         obs_t = torch.from_numpy(obs).to(torch.float32).view(num_tasks, rollouts, -1)
         with torch.no_grad():
             action, _ = acting.act(obs_t, generator)
-        obs, *_ = envs.step(action.reshape(num_tasks * rollouts, -1).numpy())
-    return time.perf_counter() - started
+        obs, _, terminated, truncated, _ = envs.step(
+            action.reshape(num_tasks * rollouts, -1).numpy())
+        steps += int((~resetting).sum())
+        resetting = terminated | truncated
+    return time.perf_counter() - started, steps
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -136,8 +144,8 @@ def main(argv: list[str] | None = None) -> None:
           f"torch threads {args.torch_threads}, best of {args.repeats}", flush=True)
 
     Sampler(family, 2, args.seed).sample(acting, tasks, rollouts)  # allocate data and threads
-    envs = gym.vector.SyncVectorEnv([lambda: gym.make(env_id) for _ in range(args.num_envs)])
-    gym_steps = args.num_envs * args.horizon
+    envs = gym.vector.SyncVectorEnv([lambda: gym.make(env_id) for _ in range(args.num_envs)],
+                                    autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP)
     # the measurements take turns, so that a load that comes and goes hits all of them
     ours_s = gym_s = threads_s = rollout_s = batch_s = float("inf")
     drift = 0.0
@@ -145,8 +153,9 @@ def main(argv: list[str] | None = None) -> None:
         seconds, episodes, ours_steps, final_qpos, ran = run_sampler(
             family, acting, tasks, rollouts, args.horizon, args.seed)
         ours_s = min(ours_s, seconds)
-        gym_s = min(gym_s, run_gymnasium(envs, acting, args.tasks, rollouts, args.horizon,
-                                         args.seed))
+        seconds, gym_steps = run_gymnasium(envs, acting, args.tasks, rollouts, args.horizon,
+                                           args.seed)  # the same episodes every repeat
+        gym_s = min(gym_s, seconds)
         seconds, replayed_qpos = replay_threads(physics.model, physics.frame_skip,
                                                 physics.contacts, episodes, args.num_threads)
         threads_s = min(threads_s, seconds)

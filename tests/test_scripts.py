@@ -37,6 +37,10 @@ def test_bench_sampler_tiny_batch(family: str) -> None:
     values = last_line_values(done.stdout, ["ratio_vs_physics", "ratio_vs_gymnasium",
                                             "steps_per_s"])
     assert all(v > 0 and math.isfinite(v) for v in values.values())
+    # gymnasium's steps are counted as taken: at most 4 environments x 5 steps
+    gym_row = re.search(r"\(b\) gymnasium SyncVectorEnv \+ policy +[0-9,]+ +[0-9.]+ +(\d+)",
+                        done.stdout)
+    assert gym_row and 0 < int(gym_row.group(1)) <= 20, done.stdout
 
 
 def test_bench_iteration_tiny_batch() -> None:
