@@ -29,8 +29,8 @@ from omegaconf import DictConfig, OmegaConf
 from metarl_cli.commands.experiment import (
     build_experiment,
     legacy_task_seed,
+    meta_test_record,
     run_meta_test,
-    step_budget,
 )
 from metarl_cli.commands.preflight import unknown_plain_key
 from metarl_cli.commands.train import format_curve
@@ -158,12 +158,7 @@ def evaluate(run_dir: Path, checkpoint: str, overrides: dict[str, Any]) -> dict[
         "overrides": {k: v for k, v in overrides.items()}, "versions": package_versions(),
         "version_changes": version_changes(state.get("versions", {})),
         "wall_clock_s": time.perf_counter() - started,
-        "meta_test": {"num_tasks": cfg.eval.num_tasks, "steps": cfg.eval.steps,
-                      "rollouts": cfg.eval.rollouts,
-                      "step_budget": step_budget(cfg),
-                      "legacy_task_seed": legacy_task_seed(cfg),
-                      "return_mean": curve.mean.tolist(),
-                      "return_std": curve.std.tolist(),
+        "meta_test": {**meta_test_record(cfg, curve), "steps": cfg.eval.steps,
                       "returns_per_task": curve.returns.tolist()},
     }
     text = json.dumps(record, indent=2) + "\n"  # before any file: a record that fails writes none

@@ -73,3 +73,10 @@ def step_budget(cfg: DictConfig) -> int | None:
 def legacy_task_seed(cfg: DictConfig) -> int | None:
     """``eval.legacy_task_seed``; null for runs saved before the key existed."""
     return OmegaConf.select(cfg, "eval.legacy_task_seed", default=None)
+
+
+def meta_test_record(cfg: DictConfig, curve: AdaptationCurve) -> dict[str, Any]:
+    """The protocol and result of a meta-test, as summary.json and the eval records hold it."""
+    return {"num_tasks": cfg.eval.num_tasks, "rollouts": cfg.eval.rollouts,
+            "step_budget": step_budget(cfg), "legacy_task_seed": legacy_task_seed(cfg),
+            "return_mean": curve.mean.tolist(), "return_std": curve.std.tolist()}

@@ -35,9 +35,8 @@ from tqdm import tqdm
 from metarl_cli.commands.experiment import (
     Experiment,
     build_experiment,
-    legacy_task_seed,
+    meta_test_record,
     run_meta_test,
-    step_budget,
 )
 from metarl_cli.commands.preflight import (
     MULTIRUN_RESUME,
@@ -234,10 +233,7 @@ def _train(cfg: DictConfig, run_dir: Path, choices: Mapping[str, str], overrides
         "seed": cfg.seed, "task_seed": cfg.task_seed, "iterations": cfg.iterations,
         "env_steps": env_steps, "wall_clock_s": time.perf_counter() - clock,
         "skipped_updates": int(totals["skipped_updates"]), "versions": package_versions(),
-        "meta_test": {"num_tasks": cfg.eval.num_tasks, "rollouts": cfg.eval.rollouts,
-                      "step_budget": step_budget(cfg),
-                      "legacy_task_seed": legacy_task_seed(cfg),
-                      "return_mean": curve.mean.tolist(), "return_std": curve.std.tolist()},
+        "meta_test": meta_test_record(cfg, curve),
     }
     logger.finish(summary, hparams(cfg, choices, overrides), curve)
     return Outcome(curve, iteration)
